@@ -1,0 +1,76 @@
+# qarm: one command set for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REDIS_HOST ?= 127.0.0.1
+REDIS_PORT ?= 6379
+ARTIFACTS ?= artifacts
+DEMO_DATA ?= data/demo
+DEMO_ITEMS ?= 50000
+
+.PHONY: help install install-train redis test lint format demo bench bench-codebooks clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[serve,dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## make .venv with the service and dev tools (no torch)
+
+# torch is pinned first: the CPU wheel lies on these machines, a bare `torch` pulls GBs of CUDA.
+$(VENV)/.installed-train: $(VENV)/.installed
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[train,serve,dev]'
+	@touch $@
+
+install-train: $(VENV)/.installed-train ## add torch==2.13.0 and the training stack to .venv
+
+redis: $(VENV)/.installed ## start a throwaway Redis on $(REDIS_HOST):$(REDIS_PORT) unless one answers
+	@if $(PY) -c "import redis; redis.Redis(host='$(REDIS_HOST)', port=$(REDIS_PORT), socket_connect_timeout=1).ping()" 2>/dev/null; then \
+		echo "redis: answering on $(REDIS_HOST):$(REDIS_PORT)"; \
+	elif ! command -v redis-server >/dev/null; then \
+		echo "redis: nothing answers on $(REDIS_HOST):$(REDIS_PORT) and redis-server is not installed;"; \
+		echo "       install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)"; \
+		exit 1; \
+	else \
+		redis-server --daemonize yes --bind $(REDIS_HOST) --port $(REDIS_PORT) --save "" --appendonly no \
+			--logfile "$(CURDIR)/.redis-$(REDIS_PORT).log" --dir /tmp >/dev/null; \
+		for i in $$(seq 50); do \
+			$(PY) -c "import redis; redis.Redis(host='$(REDIS_HOST)', port=$(REDIS_PORT), socket_connect_timeout=1).ping()" 2>/dev/null && break; \
+			sleep 0.1; \
+		done; \
+		$(PY) -c "import redis; redis.Redis(host='$(REDIS_HOST)', port=$(REDIS_PORT), socket_connect_timeout=1).ping()" \
+			&& echo "redis: started on $(REDIS_HOST):$(REDIS_PORT)"; \
+	fi
+
+test: redis ## run the test suite (starts Redis if none answers)
+	QARM_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT)/15 $(PY) -m pytest
+
+lint: $(VENV)/.installed ## ruff and mypy
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(VENV)/.installed ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+demo: $(VENV)/.installed ## build a bundle from $(DEMO_ITEMS) synthetic items and print what was built
+	$(PY) -m codebooks synth --n $(DEMO_ITEMS) --out $(DEMO_DATA)
+	$(PY) -m codebooks build --embeddings $(DEMO_DATA)/embeddings.npy --ids $(DEMO_DATA)/ids.npy --out $(ARTIFACTS)
+	$(PY) -m codebooks inspect "$$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)"
+
+bench: bench-codebooks ## every benchmark (tables on stdout, JSON under bench/results/)
+
+bench-codebooks: $(VENV)/.installed ## codebook build time, encode throughput and recall at 100k and 1M items
+	$(PY) -m bench.codebooks
+
+clean: ## remove the venv, built bundles, data and results (never tracked)
+	rm -rf $(VENV) $(ARTIFACTS) data bench/results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: they print tables and write JSON; never run as tests."""

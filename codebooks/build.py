@@ -1,0 +1,170 @@
+"""Build a bundle from catalog embeddings: RQ codebooks, the VQ index, codes and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from codebooks.bundle import (
+    ITEM_IDS,
+    RQ_BIAS,
+    RQ_CENTROIDS,
+    RQ_CODES,
+    SID_SUFFIX,
+    BuildMetrics,
+    RQManifest,
+    VQManifest,
+    write_bundle,
+)
+from codebooks.device import GpuMode, use_gpu
+from codebooks.embeddings import Float32Array, checked
+from codebooks.metrics import collision_metrics, level_metrics
+from codebooks.rq import rq_encode, train_residual_kmeans
+from codebooks.sid import assign_suffixes
+from codebooks.vq import build_vq_index, choose_kind
+
+log = logging.getLogger(__name__)
+
+
+class BuildConfig(BaseModel):
+    """Every knob of a build; the defaults are the QARM paper's (K=25, L=6, Nc=256)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(25, ge=1, description="nearest items in a VQ code")
+    levels: int = Field(6, ge=1, le=32, description="RQ levels (L)")
+    centroids: int = Field(256, ge=2, le=65536, description="centroids per RQ level (Nc)")
+    seed: int = Field(0, ge=0, description="seeds sampling and every k-means")
+    niter: int = Field(20, ge=1, description="k-means iterations per level")
+    train_items: int = Field(
+        65536, ge=2, description="items sampled to train the RQ codebooks; all items are assigned"
+    )
+    vq_index: Literal["auto", "flat", "ivf"] = Field(
+        "auto", description="auto: exact flat up to exact_max_items, IVF above"
+    )
+    exact_max_items: int = Field(100_000, ge=1, description="largest catalog searched exactly")
+    target_recall: float = Field(
+        0.95, gt=0, le=1, description="IVF recall@K to reach when tuning nprobe"
+    )
+    recall_queries: int = Field(1000, ge=1, description="catalog rows used to measure IVF recall@K")
+    gpu: GpuMode = Field("auto", description="faiss on the GPU: auto, on or off")
+
+
+def build(
+    ids: npt.NDArray[np.str_],
+    embeddings: Float32Array,
+    config: BuildConfig,
+    out_root: Path,
+    *,
+    progress: bool = False,
+    extra_files: Mapping[str, Path] | None = None,
+    encoder: dict[str, Any] | None = None,
+) -> Path:
+    """Build and write one bundle version under `out_root`; return its folder.
+
+    `embeddings` is N-by-d float32 (normalised here); `ids[i]` names row i. `extra_files`
+    (the encoder, the tokenizer) and the `encoder` input spec are carried into the bundle.
+    """
+    n, dim = embeddings.shape
+    if len(ids) != n:
+        raise ValueError(f"ids: {len(ids)} ids for {n} embeddings")
+    if n < max(config.k, config.centroids):
+        raise ValueError(
+            f"embeddings: {n} items, a build needs at least max(k={config.k}, "
+            f"centroids={config.centroids})"
+        )
+    x = checked(embeddings, dim)
+    gpu = use_gpu(config.gpu)
+    seconds: dict[str, float] = {}
+
+    with _stage("rq_train", seconds):
+        rng = np.random.default_rng(config.seed)
+        sample = x[np.sort(rng.choice(n, size=min(n, config.train_items), replace=False))]
+        books = train_residual_kmeans(
+            sample,
+            config.levels,
+            config.centroids,
+            seed=config.seed,
+            niter=config.niter,
+            gpu=gpu,
+            progress=progress,
+        )
+    with _stage("rq_assign", seconds):
+        encoding = rq_encode(x, books)
+        suffix = assign_suffixes(encoding.codes)
+    with _stage("vq_index", seconds):
+        kind = choose_kind(n, config.vq_index, config.exact_max_items)
+        index, vq_info = build_vq_index(
+            x,
+            config.k,
+            kind=kind,
+            target_recall=config.target_recall,
+            recall_queries=config.recall_queries,
+            seed=config.seed,
+            gpu=gpu,
+        )
+    with _stage("metrics", seconds):
+        levels = level_metrics(encoding.codes, config.centroids, encoding.level_mse)
+        collisions = collision_metrics(encoding.codes)
+
+    manifest_fields = {
+        "dim": dim,
+        "k": config.k,
+        "levels": config.levels,
+        "centroids": config.centroids,
+        "n_items": n,
+        "vq": VQManifest(
+            kind=vq_info.kind,
+            nlist=vq_info.nlist,
+            nprobe=vq_info.nprobe,
+            target_recall=config.target_recall,
+            recall_at_k=vq_info.recall_at_k,
+            recall_queries=vq_info.recall_queries,
+        ),
+        "rq": RQManifest(
+            method="kmeans",
+            balance="none",
+            niter=config.niter,
+            train_items=len(sample),
+            seed=config.seed,
+        ),
+        "metrics": BuildMetrics(
+            levels=levels,
+            collisions=collisions,
+            max_suffix=int(suffix.max()),
+            suffix_depth=1,
+            seconds=seconds,
+        ),
+        "encoder": encoder,
+    }
+    arrays = {
+        ITEM_IDS: ids.astype(str),
+        RQ_CENTROIDS: books.centroids,
+        RQ_BIAS: books.bias,
+        RQ_CODES: encoding.codes,
+        SID_SUFFIX: suffix,
+    }
+    return write_bundle(
+        out_root,
+        arrays=arrays,
+        vq_index=index,
+        manifest_fields=manifest_fields,
+        extra_files=extra_files,
+    )
+
+
+@contextmanager
+def _stage(name: str, seconds: dict[str, float]) -> Iterator[None]:
+    log.info("build: %s ...", name)
+    start = time.perf_counter()
+    yield
+    seconds[name] = round(time.perf_counter() - start, 3)
+    log.info("build: %s done in %.2fs", name, seconds[name])

@@ -1,0 +1,31 @@
+"""Semantic IDs: the L RQ codes plus a disambiguation suffix that makes each one unique.
+
+The RQ codes are what the ranking model learns from and stay as they are; the suffix only
+tells apart items whose L-tuples collide. In a build it is assigned deterministically in
+catalog row order: 0 for the first item of a tuple, 1 for the next, and so on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from codebooks.metrics import tuple_keys
+from codebooks.rq import Int32Array
+
+
+def assign_suffixes(codes: Int32Array) -> Int32Array:
+    """(N, L) codes -> (N,) int32 suffixes; (codes[i], suffix[i]) is unique over i."""
+    keys = tuple_keys(codes)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.ones(len(keys), dtype=bool)
+    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(keys)), 0))
+    suffix = np.empty(len(keys), dtype=np.int32)
+    suffix[order] = np.arange(len(keys)) - group_start
+    return suffix
+
+
+def format_sid(codes: Int32Array, suffix: int) -> str:
+    """The text form used in APIs and exports: the L codes and the suffix joined by '-'."""
+    return "-".join(str(int(c)) for c in codes) + f"-{suffix}"

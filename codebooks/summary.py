@@ -1,0 +1,82 @@
+"""A bundle's manifest as text tables, for people at a terminal and for markdown reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from codebooks.bundle import Manifest
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured markdown table (readable as plain text too)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+    return "\n".join([line(list(headers)), rule, *(line(r) for r in cells)])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def describe(manifest: Manifest) -> str:
+    m = manifest
+    vq = m.vq
+    recall = (
+        "exact"
+        if vq.recall_at_k is None
+        else f"{vq.recall_at_k:.4f} (nprobe {vq.nprobe}/{vq.nlist})"
+    )
+    c = m.metrics.collisions
+    head = table(
+        ["bundle", "items", "d", "K", "L", "Nc", "VQ index", f"VQ recall@{m.k}", "RQ"],
+        [
+            [
+                m.bundle_version,
+                m.n_items,
+                m.dim,
+                m.k,
+                m.levels,
+                m.centroids,
+                vq.kind,
+                recall,
+                f"{m.rq.method}/{m.rq.balance}",
+            ]
+        ],
+    )
+    levels = table(
+        ["level", "residual MSE", "used", "utilisation", "perplexity", "gini", "hourglass"],
+        [
+            [
+                lv.level,
+                lv.mse,
+                f"{lv.used}/{m.centroids}",
+                lv.utilisation,
+                lv.perplexity,
+                lv.gini,
+                "yes" if lv.hourglass else "",
+            ]
+            for lv in m.metrics.levels
+        ],
+    )
+    collisions = table(
+        ["distinct tuples", "duplicate rate", "shared rate", "max suffix", "build seconds"],
+        [
+            [
+                c.distinct_tuples,
+                c.duplicate_rate,
+                c.shared_rate,
+                m.metrics.max_suffix,
+                " ".join(f"{k}={v:.2f}" for k, v in m.metrics.seconds.items()),
+            ]
+        ],
+    )
+    return f"{head}\n\n{levels}\n\n{collisions}"

@@ -1,0 +1,109 @@
+"""VQ codes: the codebook is every catalog item's vector; a code is the top-K rows by inner product.
+
+Up to `exact_max_items` the index is exact (faiss flat). Above it, an IVF-Flat index whose
+`nprobe` is tuned at build time: the smallest power of two whose recall@K against exact search,
+on a seeded sample of catalog rows as queries, reaches the target. The recall reached is
+written into the manifest. IVF-Flat (rather than HNSW) because faiss runs it on the GPU too, so
+the GPU and CPU builds take one code path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from codebooks.device import to_gpu
+from codebooks.embeddings import Float32Array
+from codebooks.rq import Int32Array
+
+VQKind = Literal["flat", "ivf"]
+
+
+@dataclass(frozen=True)
+class VQIndexInfo:
+    kind: VQKind
+    nlist: int | None  # IVF lists; None for flat
+    nprobe: int | None  # IVF lists searched per query; None for flat
+    recall_at_k: float | None  # measured against exact search; None when exact
+    recall_queries: int  # catalog rows used as queries to measure it (0 when exact)
+
+
+def choose_kind(
+    n_items: int, requested: Literal["auto", "flat", "ivf"], exact_max_items: int
+) -> VQKind:
+    if requested != "auto":
+        return requested
+    return "flat" if n_items <= exact_max_items else "ivf"
+
+
+def default_nlist(n_items: int) -> int:
+    """About 4 sqrt(N) lists, a power of two, with at least 39 training items per list."""
+    target = 2 ** round(math.log2(max(4.0 * math.sqrt(n_items), 1.0)))
+    return int(max(1, min(target, 65536, n_items // 39)))
+
+
+def build_vq_index(
+    x: Float32Array,
+    k: int,
+    *,
+    kind: VQKind,
+    target_recall: float = 0.95,
+    recall_queries: int = 1000,
+    seed: int = 0,
+    gpu: bool = False,
+) -> tuple[Any, VQIndexInfo]:
+    """n-by-d normalised float32 -> a CPU faiss index over all rows (row i is item i)."""
+    n, dim = x.shape
+    index: Any
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+        index.add(x)
+        return index, VQIndexInfo("flat", None, None, None, 0)
+
+    nlist = default_nlist(n)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.cp.max_points_per_centroid = 64
+    index.train(x)
+    index.add(x)
+
+    rng = np.random.default_rng(seed)
+    queries = x[np.sort(rng.choice(n, size=min(recall_queries, n), replace=False))]
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(x)
+    truth = search(to_gpu(exact) if gpu else exact, queries, k)
+    searcher = to_gpu(index) if gpu else index
+    nprobe, recall = nlist, 1.0
+    for probe in (2**p for p in range(int(math.log2(nlist)) + 1)):
+        set_nprobe(searcher, probe)
+        recall = recall_at_k(search(searcher, queries, k), truth)
+        if recall >= target_recall:
+            nprobe = probe
+            break
+    set_nprobe(index, nprobe)
+    return index, VQIndexInfo("ivf", nlist, nprobe, recall, len(queries))
+
+
+def set_nprobe(index: Any, nprobe: int) -> None:
+    """Works on CPU and GPU IVF indexes alike."""
+    faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+
+
+def search(index: Any, queries: Float32Array, k: int) -> Int32Array:
+    """Top-k row ids, nearest first, as int32 (-1 where the index holds fewer than k rows)."""
+    _, ids = index.search(queries, k)
+    out: Int32Array = ids.astype(np.int32)
+    return out
+
+
+def recall_at_k(found: Int32Array, truth: Int32Array) -> float:
+    """Mean share of each query's true top-K that the approximate top-K found."""
+    k = int(truth.shape[1])
+    hits: int = sum(
+        len(np.intersect1d(f, t, assume_unique=True)) for f, t in zip(found, truth, strict=True)
+    )
+    return float(hits / (len(truth) * k))

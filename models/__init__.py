@@ -1,0 +1,1 @@
+"""Encoders, pair mining, item alignment and ONNX export (torch; see DESIGN.md; issue 3)."""

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codebooks.bundle import Bundle
+from codebooks.embeddings import EmbeddingError
+from codebooks.quantizer import Quantizer
+from codebooks.synthetic import SyntheticCatalog
+
+
+@pytest.fixture(scope="module")
+def quantizer(bundle: Bundle) -> Quantizer:
+    return Quantizer(bundle, gpu="off")
+
+
+def test_catalog_items_get_the_codes_the_build_gave_them(
+    quantizer: Quantizer, catalog: SyntheticCatalog
+) -> None:
+    vq, rq = quantizer.encode(catalog.embeddings)
+    assert vq.shape == (3000, 5)
+    assert vq.dtype == rq.dtype == np.int32
+    np.testing.assert_array_equal(rq, quantizer.bundle.rq_codes)
+    np.testing.assert_array_equal(vq[:, 0], np.arange(3000))  # each item is its own nearest row
+
+
+def test_scale_does_not_change_the_codes(quantizer: Quantizer, catalog: SyntheticCatalog) -> None:
+    x = catalog.embeddings[:100]
+    a = quantizer.encode(x)
+    b = quantizer.encode(x * np.float32(3.5))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (np.zeros((2, 16), dtype=np.float64), "dtype must be float32"),
+        (np.ones((2, 17), dtype=np.float32), r"shape must be \(n >= 1, 16\), got \(2, 17\)"),
+        (np.ones(16, dtype=np.float32), r"shape must be \(n >= 1, 16\), got \(16,\)"),
+        (np.ones((0, 16), dtype=np.float32), r"got \(0, 16\)"),
+        ([[1.0] * 16], "expected a numpy array"),
+    ],
+)
+def test_malformed_batches_are_refused(quantizer: Quantizer, batch: object, message: str) -> None:
+    with pytest.raises(EmbeddingError, match=message):
+        quantizer.encode(batch)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.nan, "row 2 contains NaN or inf"),
+        (np.inf, "row 2 contains NaN"),
+        (0.0, "row 2 has norm 0"),
+    ],
+)
+def test_a_bad_row_is_refused_naming_the_row(
+    quantizer: Quantizer, catalog: SyntheticCatalog, value: float, message: str
+) -> None:
+    x = catalog.embeddings[:4].copy()
+    x[2] = value
+    with pytest.raises(EmbeddingError, match=message) as err:
+        quantizer.encode(x)
+    assert err.value.row == 2
+
+
+def test_concurrent_callers_get_the_serial_answers(
+    quantizer: Quantizer, catalog: SyntheticCatalog
+) -> None:
+    chunks = np.array_split(catalog.embeddings, 24)
+    serial = [quantizer.encode(c) for c in chunks]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(quantizer.encode, chunks))
+    for (vq_a, rq_a), (vq_b, rq_b) in zip(serial, concurrent, strict=True):
+        np.testing.assert_array_equal(vq_a, vq_b)
+        np.testing.assert_array_equal(rq_a, rq_b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(perm=st.permutations(list(range(40))))
+def test_batch_order_is_preserved(
+    quantizer: Quantizer, catalog: SyntheticCatalog, perm: list[int]
+) -> None:
+    x = catalog.embeddings[:40]
+    vq, rq = quantizer.encode(x)
+    vq_p, rq_p = quantizer.encode(x[perm])
+    np.testing.assert_array_equal(rq_p, rq[perm])
+    np.testing.assert_array_equal(vq_p[:, 0], vq[perm, 0])

@@ -5,8 +5,8 @@ r_l = x - sum_{j<l} C_j[code_j]. Training runs faiss k-means on a sample; assign
 every item through `rq_encode`, the one function the build and the runtime quantizer share, so a
 catalog item re-encoded from its bundle gets exactly the code the build gave it.
 
-Nearest-centroid scores are computed in float64: float32 rounding depends on the BLAS kernel
-and batch shape, and an item must not change code because of the batch it arrived in.
+Nearest-centroid decisions are those of float64 arithmetic: float32 rounding depends on the BLAS
+kernel and the batch's shape, and an item must not change code because of the batch it came in.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ from codebooks.embeddings import Float32Array
 Int32Array = npt.NDArray[np.int32]
 Float64Array = npt.NDArray[np.float64]
 
-# Rows scored at once in `nearest_centroids`: bounds the float64 score matrix (rows x Nc).
+# Rows scored at once in `nearest_centroids`: bounds the score matrix (rows x Nc).
 ASSIGN_CHUNK = 16384
+# Two float32 scores closer than this (times the vectors' scale) may be in the wrong order;
+# a few times float32's worst-case error for d <= 256 (typical errors are far smaller).
+FLOAT32_MARGIN = 1e-4
 
 
 @dataclass(frozen=True)
@@ -63,17 +66,32 @@ def nearest_centroids(
 ) -> Int32Array:
     """n-by-d residuals, Nc-by-d centroids -> n int32: argmin_c ||r - c||^2 - bias_c.
 
-    Ties go to the lowest centroid index.
+    The answer is the float64 argmin (ties to the lowest index), so it does not depend on the
+    batch a row came in. Scores are computed in float32 first; only rows whose two best scores
+    are closer than float32's error bound are scored again in float64.
     """
     c64 = centroids.astype(np.float64)
     offset = np.einsum("cd,cd->c", c64, c64)
     if bias is not None:
         offset = offset - bias.astype(np.float64)
+    c32, offset32 = centroids.astype(np.float32), offset.astype(np.float32)
+    # float32 dot products of length d err by at most about d * 2^-24 * |r| |c| each.
+    error_scale = FLOAT32_MARGIN * (
+        float(np.sqrt(offset.clip(0).max())) + float(np.abs(offset).max())
+    )
     out = np.empty(len(residual), dtype=np.int32)
     for start in range(0, len(residual), ASSIGN_CHUNK):
-        block = residual[start : start + ASSIGN_CHUNK].astype(np.float64)
-        scores = offset[None, :] - 2.0 * (block @ c64.T)
-        out[start : start + ASSIGN_CHUNK] = np.argmin(scores, axis=1)
+        block = residual[start : start + ASSIGN_CHUNK]
+        scores = offset32[None, :] - 2.0 * (block @ c32.T)
+        codes = np.argmin(scores, axis=1).astype(np.int32)
+        if scores.shape[1] > 1:
+            two = np.partition(scores, 1, axis=1)
+            norms = np.sqrt(np.einsum("nd,nd->n", block, block, dtype=np.float64))
+            close = np.flatnonzero(two[:, 1] - two[:, 0] <= error_scale * (1.0 + norms))
+            if len(close):
+                exact = offset[None, :] - 2.0 * (block[close].astype(np.float64) @ c64.T)
+                codes[close] = np.argmin(exact, axis=1)
+        out[start : start + ASSIGN_CHUNK] = codes
     return out
 
 

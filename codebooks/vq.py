@@ -2,7 +2,8 @@
 
 Up to `exact_max_items` the index is exact (faiss flat). Above it, an IVF-Flat index whose
 `nprobe` is tuned at build time: the smallest power of two whose recall@K against exact search,
-on a seeded sample of catalog rows as queries, reaches the target. The recall reached is
+on a seeded sample of catalog rows as queries (each leaving itself out, as a new upload would
+not find itself), reaches the target. The recall reached is
 written into the manifest. IVF-Flat (rather than HNSW) because faiss runs it on the GPU too, so
 the GPU and CPU builds take one code path.
 """
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 import faiss
 import numpy as np
+import numpy.typing as npt
 
 from codebooks.device import to_gpu
 from codebooks.embeddings import Float32Array
@@ -29,7 +31,7 @@ class VQIndexInfo:
     nlist: int | None  # IVF lists; None for flat
     nprobe: int | None  # IVF lists searched per query; None for flat
     recall_at_k: float | None  # measured against exact search; None when exact
-    recall_queries: int  # catalog rows used as queries to measure it (0 when exact)
+    recall_queries: int  # catalog rows used as leave-self-out queries (0 when exact)
 
 
 def choose_kind(
@@ -72,20 +74,34 @@ def build_vq_index(
     index.add(x)
 
     rng = np.random.default_rng(seed)
-    queries = x[np.sort(rng.choice(n, size=min(recall_queries, n), replace=False))]
+    rows = np.sort(rng.choice(n, size=min(recall_queries, n), replace=False))
     exact = faiss.IndexFlatIP(dim)
     exact.add(x)
-    truth = search(to_gpu(exact) if gpu else exact, queries, k)
+    truth = _without_self(search(to_gpu(exact) if gpu else exact, x[rows], k + 1), rows)
     searcher = to_gpu(index) if gpu else index
     nprobe, recall = nlist, 1.0
     for probe in (2**p for p in range(int(math.log2(nlist)) + 1)):
         set_nprobe(searcher, probe)
-        recall = recall_at_k(search(searcher, queries, k), truth)
+        recall = recall_at_k(_without_self(search(searcher, x[rows], k + 1), rows), truth)
         if recall >= target_recall:
             nprobe = probe
             break
     set_nprobe(index, nprobe)
-    return index, VQIndexInfo("ivf", nlist, nprobe, recall, len(queries))
+    return index, VQIndexInfo("ivf", nlist, nprobe, recall, len(rows))
+
+
+def _without_self(found: Int32Array, rows: npt.NDArray[np.int64]) -> Int32Array:
+    """Top-(k+1) of catalog rows -> their top-k among the *other* rows.
+
+    A catalog row always finds itself, which a new upload cannot do; leaving it out makes the
+    measured recall that of new items from the same distribution.
+    """
+    k = found.shape[1] - 1
+    keep = found != rows[:, None]
+    out = np.empty((len(found), k), dtype=np.int32)
+    for i, (ids, mask) in enumerate(zip(found, keep, strict=True)):
+        out[i] = ids[mask][:k]
+    return out
 
 
 def set_nprobe(index: Any, nprobe: int) -> None:

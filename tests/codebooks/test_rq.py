@@ -32,6 +32,19 @@ def test_nearest_centroids_matches_the_obvious_loop() -> None:
     )
 
 
+def test_near_ties_are_decided_as_float64_decides_them() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 16)).astype(np.float32)
+    centroids = np.stack([a, b, rng.standard_normal(16).astype(np.float32)])
+    steps = np.concatenate([-np.logspace(-7, -3, 50), [0.0], np.logspace(-7, -3, 50)])
+    residual = ((a + b) / 2 + steps[:, None] * (b - a)).astype(np.float32)
+    expected = _reference_nearest(residual, centroids)
+    assert set(expected) == {0, 1}  # the points straddle the boundary between a and b
+    np.testing.assert_array_equal(nearest_centroids(residual, centroids), expected)
+    for row in range(len(residual)):  # one at a time: a batch of one takes other BLAS kernels
+        assert nearest_centroids(residual[row : row + 1], centroids)[0] == expected[row]
+
+
 def test_bias_moves_items_to_the_favoured_centroid() -> None:
     centroids = np.array([[0.0, 0.0], [1.0, 0.0]], dtype=np.float32)
     point = np.array([[0.4, 0.0]], dtype=np.float32)  # nearer to centroid 0

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -34,18 +35,7 @@ def _build(args: argparse.Namespace) -> int:
         raise EmbeddingError(
             f"{args.embeddings}: embeddings have d={x.shape[1]}, --dim says {args.dim}"
         )
-    config = BuildConfig(
-        k=args.k,
-        levels=args.levels,
-        centroids=args.centroids,
-        seed=args.seed,
-        niter=args.niter,
-        train_items=args.train_items,
-        vq_index=args.vq_index,
-        exact_max_items=args.exact_max_items,
-        target_recall=args.target_recall,
-        gpu=args.gpu,
-    )
+    config = BuildConfig(**{name: getattr(args, name) for name in BuildConfig.model_fields})
     path = build(ids, x, config, args.out, progress=True)
     print(f"wrote {path}")
     print(describe(load_bundle(path).manifest))
@@ -82,26 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dim", type=int, help="expected d; refuse embeddings of another width")
     for name, field in BuildConfig.model_fields.items():
-        if name in {"vq_index", "gpu"}:
-            continue
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        kind = str if choices else type(getattr(defaults, name))
         p.add_argument(
             f"--{name.replace('_', '-')}",
-            type=type(getattr(defaults, name)),
+            type=kind,
+            choices=choices,
             default=getattr(defaults, name),
             help=f"{field.description} (default %(default)s)",
         )
-    p.add_argument(
-        "--vq-index",
-        choices=["auto", "flat", "ivf"],
-        default=defaults.vq_index,
-        help="VQ index kind (default %(default)s: flat up to --exact-max-items)",
-    )
-    p.add_argument(
-        "--gpu",
-        choices=["auto", "on", "off"],
-        default=defaults.gpu,
-        help="faiss on the GPU (default %(default)s)",
-    )
     p.set_defaults(run=_build)
 
     p = sub.add_parser("inspect", help="verify a bundle as the loader does and print its metrics")

@@ -27,7 +27,8 @@ from codebooks.bundle import (
 from codebooks.device import GpuMode, use_gpu
 from codebooks.embeddings import Float32Array, checked
 from codebooks.metrics import collision_metrics, level_metrics
-from codebooks.rq import rq_encode, train_residual_kmeans
+from codebooks.rq import ResidualCodebooks, rq_encode
+from codebooks.rq_train import train_faiss_rq, train_residual_kmeans
 from codebooks.sid import assign_suffixes
 from codebooks.vq import build_vq_index, choose_kind
 
@@ -46,6 +47,18 @@ class BuildConfig(BaseModel):
     niter: int = Field(20, ge=1, description="k-means iterations per level")
     train_items: int = Field(
         65536, ge=2, description="items sampled to train the RQ codebooks; all items are assigned"
+    )
+    method: Literal["kmeans", "faiss-rq"] = Field(
+        "kmeans", description="RQ training: greedy residual k-means, or faiss's ResidualQuantizer"
+    )
+    beam_size: int = Field(
+        1, ge=1, description="faiss-rq training beam (codes are assigned greedily)"
+    )
+    balance: Literal["none", "sinkhorn"] = Field(
+        "none", description="per-level balanced assignment (Sinkhorn potentials as a centroid bias)"
+    )
+    balance_target: float = Field(
+        0.85, gt=0, le=1, description="with sinkhorn: least perplexity per level, as a share of Nc"
     )
     vq_index: Literal["auto", "flat", "ivf"] = Field(
         "auto", description="auto: exact flat up to exact_max_items, IVF above"
@@ -88,15 +101,7 @@ def build(
     with _stage("rq_train", seconds):
         rng = np.random.default_rng(config.seed)
         sample = x[np.sort(rng.choice(n, size=min(n, config.train_items), replace=False))]
-        books = train_residual_kmeans(
-            sample,
-            config.levels,
-            config.centroids,
-            seed=config.seed,
-            niter=config.niter,
-            gpu=gpu,
-            progress=progress,
-        )
+        books = _train_rq(sample, config, gpu=gpu, progress=progress)
     with _stage("rq_assign", seconds):
         encoding = rq_encode(x, books)
         suffix = assign_suffixes(encoding.codes)
@@ -130,8 +135,10 @@ def build(
             recall_queries=vq_info.recall_queries,
         ),
         "rq": RQManifest(
-            method="kmeans",
-            balance="none",
+            method=config.method,
+            balance=config.balance,
+            balance_target=config.balance_target if config.balance == "sinkhorn" else None,
+            beam_size=config.beam_size if config.method == "faiss-rq" else None,
             niter=config.niter,
             train_items=len(sample),
             seed=config.seed,
@@ -158,6 +165,33 @@ def build(
         vq_index=index,
         manifest_fields=manifest_fields,
         extra_files=extra_files,
+    )
+
+
+def _train_rq(
+    sample: Float32Array, config: BuildConfig, *, gpu: bool, progress: bool
+) -> ResidualCodebooks:
+    target = config.balance_target if config.balance == "sinkhorn" else None
+    if config.method == "faiss-rq":
+        return train_faiss_rq(
+            sample,
+            config.levels,
+            config.centroids,
+            seed=config.seed,
+            beam_size=config.beam_size,
+            niter=config.niter,
+            balance_target=target,
+            progress=progress,
+        )
+    return train_residual_kmeans(
+        sample,
+        config.levels,
+        config.centroids,
+        seed=config.seed,
+        niter=config.niter,
+        balance_target=target,
+        gpu=gpu,
+        progress=progress,
     )
 
 

@@ -64,10 +64,11 @@ class VQManifest(_Strict):
 class RQManifest(_Strict):
     method: Literal["kmeans", "faiss-rq"]
     balance: Literal["none", "sinkhorn"]
+    balance_target: float | None  # least per-level perplexity / Nc asked of the balance
+    beam_size: int | None  # faiss-rq's training beam
     niter: int
     train_items: int
     seed: int
-    beam_size: int | None = None
 
 
 class BuildMetrics(_Strict):

@@ -41,6 +41,13 @@ class CollisionMetrics(BaseModel):
     shared_rate_by_prefix: list[float]  # index l-1: shared rate of the first l codes
 
 
+def perplexity(codes: Int32Array, size: int) -> float:
+    """exp(entropy) of one level's (N,) codes over `size` centroids."""
+    counts = np.bincount(codes, minlength=size)
+    p = counts[counts > 0] / len(codes)
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
 def level_metrics(
     codes: Int32Array, size: int, level_mse: npt.NDArray[np.float64]
 ) -> list[LevelMetrics]:
@@ -48,14 +55,13 @@ def level_metrics(
     rows = []
     for level in range(codes.shape[1]):
         counts = np.bincount(codes[:, level], minlength=size).astype(np.float64)
-        p = counts[counts > 0] / counts.sum()
         rows.append(
             {
                 "level": level + 1,
                 "mse": float(level_mse[level]),
                 "used": int((counts > 0).sum()),
                 "utilisation": float((counts > 0).sum() / size),
-                "perplexity": float(np.exp(-(p * np.log(p)).sum())),
+                "perplexity": perplexity(codes[:, level], size),
                 "gini": gini(counts),
             }
         )
@@ -72,11 +78,12 @@ def gini(counts: npt.NDArray[np.float64]) -> float:
     return float((2.0 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
 
 
-def hourglass_flags(perplexity: list[float]) -> list[bool]:
-    flags = [False] * len(perplexity)
-    for i in range(1, len(perplexity) - 1):
-        around = min(max(perplexity[:i]), max(perplexity[i + 1 :]))
-        flags[i] = perplexity[i] < HOURGLASS_RATIO * around
+def hourglass_flags(profile: list[float]) -> list[bool]:
+    """Per level of a perplexity profile: is it a valley (see the module's definition)?"""
+    flags = [False] * len(profile)
+    for i in range(1, len(profile) - 1):
+        around = min(max(profile[:i]), max(profile[i + 1 :]))
+        flags[i] = profile[i] < HOURGLASS_RATIO * around
     return flags
 
 

@@ -1,9 +1,9 @@
 """RQ codes: L levels of residual k-means, each level quantising what the previous ones left.
 
 An item's RQ code is the nearest centroid at each level; level l quantises the residual
-r_l = x - sum_{j<l} C_j[code_j]. Training runs faiss k-means on a sample; assignment covers
-every item through `rq_encode`, the one function the build and the runtime quantizer share, so a
-catalog item re-encoded from its bundle gets exactly the code the build gave it.
+r_l = x - sum_{j<l} C_j[code_j]. Training lives in `rq_train`; assignment covers every item
+through `rq_encode`, the one function the build and the runtime quantizer share, so a catalog
+item re-encoded from its bundle gets exactly the code the build gave it.
 
 Nearest-centroid decisions are those of float64 arithmetic: float32 rounding depends on the BLAS
 kernel and the batch's shape, and an item must not change code because of the batch it came in.
@@ -11,13 +11,10 @@ kernel and the batch's shape, and an item must not change code because of the ba
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import numpy.typing as npt
-from tqdm.auto import tqdm
 
 from codebooks.embeddings import Float32Array
 
@@ -115,43 +112,3 @@ def rq_decode(codes: Int32Array, books: ResidualCodebooks) -> Float32Array:
     for level in range(books.levels):
         out += books.centroids[level][codes[:, level]]
     return out
-
-
-def train_residual_kmeans(
-    sample: Float32Array,
-    levels: int,
-    size: int,
-    *,
-    seed: int,
-    niter: int = 20,
-    gpu: bool = False,
-    progress: bool = False,
-) -> ResidualCodebooks:
-    """Greedy residual k-means (the QARM paper's RQ): one faiss k-means of `size` per level.
-
-    `sample` is the training set (already subsampled by the caller); level l is seeded with
-    `seed + l`, so a CPU build is deterministic. Needs at least `size` rows.
-    """
-    n, dim = sample.shape
-    if n < size:
-        raise ValueError(f"residual k-means needs at least {size} training items, got {n}")
-    centroids = np.empty((levels, size, dim), dtype=np.float32)
-    residual = sample.copy()
-    steps: Iterable[int] = range(levels)
-    if progress:
-        steps = tqdm(steps, desc="rq k-means", unit="level")
-    for level in steps:
-        kmeans = faiss.Kmeans(
-            dim,
-            size,
-            niter=niter,
-            seed=seed + level,
-            gpu=gpu,
-            max_points_per_centroid=-(-n // size),  # the caller sampled; faiss must not resample
-            verbose=False,
-        )
-        kmeans.train(residual)
-        centroids[level] = kmeans.centroids
-        codes = nearest_centroids(residual, centroids[level])
-        residual -= centroids[level][codes]
-    return ResidualCodebooks(centroids=centroids, bias=np.zeros((levels, size), dtype=np.float32))

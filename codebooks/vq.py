@@ -1,7 +1,7 @@
 """VQ codes: the codebook is every catalog item's vector; a code is the top-K rows by inner product.
 
 Up to `exact_max_items` the index is exact (faiss flat). Above it, an IVF-Flat index whose
-`nprobe` is tuned at build time: the smallest power of two whose recall@K against exact search,
+`nprobe` is tuned at build time: the smallest value whose recall@K against exact search,
 on a seeded sample of catalog rows as queries (each leaving itself out, as a new upload would
 not find itself), reaches the target. The recall reached is
 written into the manifest. IVF-Flat (rather than HNSW) because faiss runs it on the GPU too, so
@@ -79,13 +79,19 @@ def build_vq_index(
     exact.add(x)
     truth = _without_self(search(to_gpu(exact) if gpu else exact, x[rows], k + 1), rows)
     searcher = to_gpu(index) if gpu else index
-    nprobe, recall = nlist, 1.0
-    for probe in (2**p for p in range(int(math.log2(nlist)) + 1)):
+
+    def recall_at(probe: int) -> float:
         set_nprobe(searcher, probe)
-        recall = recall_at_k(_without_self(search(searcher, x[rows], k + 1), rows), truth)
-        if recall >= target_recall:
-            nprobe = probe
-            break
+        return recall_at_k(_without_self(search(searcher, x[rows], k + 1), rows), truth)
+
+    nprobe = next(
+        (2**p for p in range(int(math.log2(nlist)) + 1) if recall_at(2**p) >= target_recall), nlist
+    )
+    low = nprobe // 2  # recall rises with nprobe: bisect (low, nprobe] for the smallest that passes
+    while nprobe - low > 1:
+        mid = (low + nprobe) // 2
+        low, nprobe = (low, mid) if recall_at(mid) >= target_recall else (mid, nprobe)
+    recall = recall_at(nprobe)
     set_nprobe(index, nprobe)
     return index, VQIndexInfo("ivf", nlist, nprobe, recall, len(rows))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codebooks.bundle import RQ_CENTROIDS, RQ_CODES, SID_SUFFIX, latest_bundle
+from codebooks.bundle import RQ_BIAS, RQ_CENTROIDS, RQ_CODES, SID_SUFFIX, latest_bundle
 
 SMALL = ["--k", "5", "--levels", "3", "--centroids", "16", "--niter", "8", "--gpu", "off"]
 
@@ -89,8 +89,17 @@ def test_build_refuses_a_dim_it_was_not_given(tmp_path: Path, embeddings: Path) 
     assert "embeddings have d=16, --dim says 64" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        [],
+        ["--balance", "sinkhorn"],
+        ["--method", "faiss-rq"],
+        ["--method", "faiss-rq", "--balance", "sinkhorn"],
+    ],
+)
 def test_builds_are_byte_identical_across_runs_and_thread_counts(
-    tmp_path: Path, embeddings: Path
+    tmp_path: Path, embeddings: Path, variant: list[str]
 ) -> None:
     outputs = []
     for run, threads in enumerate([1, 2, 2]):
@@ -104,11 +113,13 @@ def test_builds_are_byte_identical_across_runs_and_thread_counts(
             "--out",
             str(out),
             *SMALL,
+            *variant,
             threads=threads,
         )
         assert result.returncode == 0, result.stderr
         outputs.append(latest_bundle(out))
-    for name in (RQ_CENTROIDS, RQ_CODES, SID_SUFFIX):
+        assert _run("inspect", str(outputs[-1])).returncode == 0
+    for name in (RQ_CENTROIDS, RQ_BIAS, RQ_CODES, SID_SUFFIX):
         first = np.load(outputs[0] / name)
         for other in outputs[1:]:
             assert np.load(other / name).tobytes() == first.tobytes(), name

@@ -10,8 +10,8 @@ from codebooks.rq import (
     nearest_centroids,
     rq_decode,
     rq_encode,
-    train_residual_kmeans,
 )
+from codebooks.rq_train import train_residual_kmeans
 from codebooks.synthetic import clustered_embeddings
 
 
@@ -102,5 +102,5 @@ def test_training_is_deterministic_for_a_seed() -> None:
 
 def test_training_refuses_fewer_items_than_centroids() -> None:
     x = clustered_embeddings(10, 8, seed=0).embeddings
-    with pytest.raises(ValueError, match="at least 16 training items, got 10"):
+    with pytest.raises(ValueError, match="needs at least 16 training items, got 10"):
         train_residual_kmeans(x, 2, 16, seed=0)

@@ -1,0 +1,120 @@
+"""Training the RQ codebooks: greedy residual k-means (the paper's) or faiss's ResidualQuantizer.
+
+Both train on a sample the caller draws and return `ResidualCodebooks`; items are then assigned
+greedily by `rq.rq_encode` whatever the method, so one rule encodes the catalog and new uploads.
+With a balance target, each level also gets the per-centroid bias of `balance.balance_bias`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from codebooks.balance import balance_bias
+from codebooks.embeddings import Float32Array
+from codebooks.rq import ResidualCodebooks, nearest_centroids
+
+
+def train_residual_kmeans(
+    sample: Float32Array,
+    levels: int,
+    size: int,
+    *,
+    seed: int,
+    niter: int = 20,
+    balance_target: float | None = None,
+    gpu: bool = False,
+    progress: bool = False,
+) -> ResidualCodebooks:
+    """Greedy residual k-means: one faiss k-means of `size` per level, on what is left.
+
+    Level l is seeded with `seed + l`, so a CPU build is deterministic. With `balance_target`,
+    each level's bias is fitted before the next level sees the residual it leaves.
+    """
+    n, dim = _check_sample(sample, size)
+    centroids = np.empty((levels, size, dim), dtype=np.float32)
+    bias = np.zeros((levels, size), dtype=np.float32)
+    residual = sample.copy()
+    for level in _steps(levels, "rq k-means", progress):
+        kmeans = faiss.Kmeans(
+            dim,
+            size,
+            niter=niter,
+            seed=seed + level,
+            gpu=gpu,
+            max_points_per_centroid=-(-n // size),  # the caller sampled; faiss must not resample
+            verbose=False,
+        )
+        kmeans.train(residual)
+        centroids[level] = kmeans.centroids
+        if balance_target is not None:
+            bias[level] = balance_bias(residual, centroids[level], target=balance_target)
+        residual -= centroids[level][nearest_centroids(residual, centroids[level], bias[level])]
+    return ResidualCodebooks(centroids=centroids, bias=bias)
+
+
+def train_faiss_rq(
+    sample: Float32Array,
+    levels: int,
+    size: int,
+    *,
+    seed: int,
+    beam_size: int = 1,
+    niter: int = 20,
+    balance_target: float | None = None,
+    progress: bool = False,
+) -> ResidualCodebooks:
+    """faiss's ResidualQuantizer (progressive-dimension k-means, beam search while training).
+
+    `size` must be a power of two. A balance bias, if asked for, is fitted level by level on the
+    trained codebooks afterwards.
+    """
+    n, dim = _check_sample(sample, size)
+    nbits = int(math.log2(size))
+    if 2**nbits != size:
+        raise ValueError(f"faiss-rq needs a power-of-two number of centroids, got {size}")
+    rq = faiss.ResidualQuantizer(dim, levels, nbits)
+    rq.max_beam_size = beam_size
+    rq.cp.seed = seed
+    rq.cp.niter = niter
+    rq.cp.max_points_per_centroid = -(-n // size)
+    with _one_faiss_thread():
+        rq.train(sample)
+    centroids = faiss.vector_to_array(rq.codebooks).reshape(levels, size, dim).astype(np.float32)
+    bias = np.zeros((levels, size), dtype=np.float32)
+    if balance_target is not None:
+        residual = sample.copy()
+        for level in _steps(levels, "rq balance", progress):
+            bias[level] = balance_bias(residual, centroids[level], target=balance_target)
+            residual -= centroids[level][nearest_centroids(residual, centroids[level], bias[level])]
+    return ResidualCodebooks(centroids=centroids, bias=bias)
+
+
+@contextmanager
+def _one_faiss_thread() -> Iterator[None]:
+    """faiss's ResidualQuantizer training gives different codebooks at different OpenMP thread
+    counts (it gains almost nothing from a second core on 2-core machines); one thread keeps a
+    build reproducible. This is process-wide while it lasts: do not train beside a live index.
+    """
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _check_sample(sample: Float32Array, size: int) -> tuple[int, int]:
+    n, dim = sample.shape
+    if n < size:
+        raise ValueError(f"RQ training needs at least {size} training items, got {n}")
+    return int(n), int(dim)
+
+
+def _steps(levels: int, desc: str, progress: bool) -> Iterable[int]:
+    return tqdm(range(levels), desc=desc, unit="level") if progress else range(levels)

@@ -1,4 +1,4 @@
-"""`python -m codebooks build|inspect|synth`: build, verify and demo semantic-ID bundles."""
+"""`python -m codebooks build|inspect|report|export|synth`: make, check, show, export bundles."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import BundleError, load_bundle
 from codebooks.embeddings import EmbeddingError, load_embeddings, save_embeddings
+from codebooks.export import write_exports
+from codebooks.report import write_report
 from codebooks.summary import describe
 from codebooks.synthetic import clustered_embeddings
 
@@ -46,6 +48,21 @@ def _inspect(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     print(f"ok: {args.bundle} verified ({len(bundle.manifest.files)} files, checksums and shapes)")
     print(describe(bundle.manifest))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.bundle)
+    out = args.out or Path("reports") / bundle.version
+    for path in write_report(bundle, out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.bundle)
+    for path in write_exports(bundle, args.out, vq=not args.no_vq, progress=True):
+        print(f"wrote {path}")
     return 0
 
 
@@ -86,6 +103,19 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="verify a bundle as the loader does and print its metrics")
     p.add_argument("bundle", type=Path)
     p.set_defaults(run=_inspect)
+
+    p = sub.add_parser("report", help="write PNGs of code usage and a markdown summary")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--out", type=Path, help="folder (default reports/<version>/)")
+    p.set_defaults(run=_report)
+
+    p = sub.add_parser("export", help="write items.parquet and sids.parquet for offline joins")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--no-vq", action="store_true", help="leave out the catalog's VQ codes (slow at 1M+)"
+    )
+    p.set_defaults(run=_export)
 
     p = sub.add_parser("synth", help="write clustered synthetic embeddings (.npy pair)")
     p.add_argument("--n", type=int, default=50_000)

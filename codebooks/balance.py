@@ -9,7 +9,9 @@ runtime quantizer applies it to one new item exactly as the build applied it to 
 (`bias` in `rq.ResidualCodebooks`).
 
 Balance costs reconstruction error, so the build takes the smallest alpha (by bisection) whose
-level perplexity reaches `target` x Nc on the training sample, and no more.
+level perplexity reaches `target` x Nc on the training sample, and no more; and it moves each
+centroid to the mean of the items the balanced rule gives it (balanced k-means), which wins back
+much of the error that the bias alone would cost.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from codebooks.rq import Float64Array, nearest_centroids
 RELATIVE_EPS = 0.05
 SINKHORN_ITERS = 60
 SINKHORN_ITEMS = 16384  # potentials are fitted on at most this many evenly spaced rows
-BISECTION_STEPS = 12
+BISECTION_STEPS = 8
+BALANCE_ROUNDS = 3  # Lloyd rounds under the balanced rule, per level
 
 
 def squared_distances(residual: Float32Array, centroids: Float32Array) -> Float32Array:
@@ -61,20 +64,21 @@ def sinkhorn_potentials(cost: Float32Array, iters: int = SINKHORN_ITERS) -> Floa
 
 
 def balance_bias(residual: Float32Array, centroids: Float32Array, *, target: float) -> Float32Array:
-    """The smallest-alpha bias alpha * g whose perplexity on `residual` reaches target x Nc.
+    """The smallest-alpha bias alpha * g whose perplexity reaches target x Nc.
 
-    Returns zeros when plain assignment already reaches it; alpha = 1 when nothing does.
+    Potentials and alpha are fitted on at most SINKHORN_ITEMS evenly spaced rows of `residual`.
+    Returns zeros when plain assignment already reaches the target; alpha = 1 when none does.
     """
     size = len(centroids)
     goal = target * size
+    rows = residual[:: max(1, len(residual) // SINKHORN_ITEMS)]
 
     def spread(bias: Float32Array) -> float:
-        return perplexity(nearest_centroids(residual, centroids, bias), size)
+        return perplexity(nearest_centroids(rows, centroids, bias), size)
 
     zero = np.zeros(size, dtype=np.float32)
     if spread(zero) >= goal:
         return zero
-    rows = residual[:: max(1, len(residual) // SINKHORN_ITEMS)]
     g = sinkhorn_potentials(squared_distances(rows, centroids))
     if spread(g.astype(np.float32)) < goal:
         return g.astype(np.float32)
@@ -87,3 +91,21 @@ def balance_bias(residual: Float32Array, centroids: Float32Array, *, target: flo
             low = mid
     out: Float32Array = (high * g).astype(np.float32)
     return out
+
+
+def balanced_kmeans(
+    residual: Float32Array, centroids: Float32Array, *, target: float, rounds: int = BALANCE_ROUNDS
+) -> tuple[Float32Array, Float32Array]:
+    """Lloyd rounds under the balanced rule: (centroids (Nc, d), bias (Nc,)) for one level.
+
+    A centroid that the rule leaves empty keeps its place.
+    """
+    moved = centroids.copy()
+    for _ in range(rounds):
+        codes = nearest_centroids(residual, moved, balance_bias(residual, moved, target=target))
+        counts = np.bincount(codes, minlength=len(moved))
+        sums = np.zeros(moved.shape, dtype=np.float64)
+        np.add.at(sums, codes, residual)
+        filled = counts > 0
+        moved[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+    return moved, balance_bias(residual, moved, target=target)

@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 
 
 class BuildConfig(BaseModel):
-    """Every knob of a build; the defaults are the QARM paper's (K=25, L=6, Nc=256)."""
+    """Every knob of a build; the shapes default to the QARM paper's (K=25, L=6, Nc=256).
+
+    The RQ method defaults to faiss-rq rather than the paper's greedy k-means: on the same
+    data it gives lower error and far fewer colliding tuples (docs/benchmarks.md).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +53,7 @@ class BuildConfig(BaseModel):
         65536, ge=2, description="items sampled to train the RQ codebooks; all items are assigned"
     )
     method: Literal["kmeans", "faiss-rq"] = Field(
-        "kmeans", description="RQ training: greedy residual k-means, or faiss's ResidualQuantizer"
+        "faiss-rq", description="RQ training: faiss's ResidualQuantizer, or greedy residual k-means"
     )
     beam_size: int = Field(
         1, ge=1, description="faiss-rq training beam (codes are assigned greedily)"

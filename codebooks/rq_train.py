@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from codebooks.balance import balance_bias
+from codebooks.balance import balanced_kmeans
 from codebooks.embeddings import Float32Array
 from codebooks.rq import ResidualCodebooks, nearest_centroids
 
@@ -34,7 +34,8 @@ def train_residual_kmeans(
     """Greedy residual k-means: one faiss k-means of `size` per level, on what is left.
 
     Level l is seeded with `seed + l`, so a CPU build is deterministic. With `balance_target`,
-    each level's bias is fitted before the next level sees the residual it leaves.
+    each level is refined by balanced k-means (centroids and bias) before the next level sees
+    the residual it leaves.
     """
     n, dim = _check_sample(sample, size)
     centroids = np.empty((levels, size, dim), dtype=np.float32)
@@ -53,7 +54,9 @@ def train_residual_kmeans(
         kmeans.train(residual)
         centroids[level] = kmeans.centroids
         if balance_target is not None:
-            bias[level] = balance_bias(residual, centroids[level], target=balance_target)
+            centroids[level], bias[level] = balanced_kmeans(
+                residual, centroids[level], target=balance_target
+            )
         residual -= centroids[level][nearest_centroids(residual, centroids[level], bias[level])]
     return ResidualCodebooks(centroids=centroids, bias=bias)
 
@@ -72,7 +75,7 @@ def train_faiss_rq(
     """faiss's ResidualQuantizer (progressive-dimension k-means, beam search while training).
 
     `size` must be a power of two. A balance bias, if asked for, is fitted level by level on the
-    trained codebooks afterwards.
+    trained codebooks afterwards, with balanced k-means rounds that move the centroids.
     """
     n, dim = _check_sample(sample, size)
     nbits = int(math.log2(size))
@@ -90,7 +93,9 @@ def train_faiss_rq(
     if balance_target is not None:
         residual = sample.copy()
         for level in _steps(levels, "rq balance", progress):
-            bias[level] = balance_bias(residual, centroids[level], target=balance_target)
+            centroids[level], bias[level] = balanced_kmeans(
+                residual, centroids[level], target=balance_target
+            )
             residual -= centroids[level][nearest_centroids(residual, centroids[level], bias[level])]
     return ResidualCodebooks(centroids=centroids, bias=bias)
 

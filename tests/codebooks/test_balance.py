@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codebooks.balance import balance_bias, sinkhorn_potentials, squared_distances
+from codebooks.balance import balance_bias, balanced_kmeans, sinkhorn_potentials, squared_distances
 from codebooks.metrics import perplexity
 from codebooks.rq import nearest_centroids
 
@@ -53,3 +53,15 @@ def test_no_bias_where_assignment_is_already_even() -> None:
     np.testing.assert_array_equal(
         balance_bias(residual, centroids, target=0.9), np.zeros(8, dtype=np.float32)
     )
+
+
+def test_balanced_kmeans_keeps_the_balance_and_wins_back_error() -> None:
+    residual, centroids = _crowded()
+
+    def mse(c: np.ndarray, bias: np.ndarray) -> float:
+        return float(((residual - c[nearest_centroids(residual, c, bias)]) ** 2).sum(axis=1).mean())
+
+    bias_only = balance_bias(residual, centroids, target=0.85)
+    moved, bias = balanced_kmeans(residual, centroids, target=0.85)
+    assert perplexity(nearest_centroids(residual, moved, bias), 16) >= 0.85 * 16
+    assert mse(moved, bias) < mse(centroids, bias_only)

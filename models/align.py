@@ -179,7 +179,7 @@ def train(
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
 
-        losses.append(float(loss))
+        losses.append(loss.item())
         done += len(rows) * world
         rate = done / max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}")

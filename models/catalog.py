@@ -185,7 +185,7 @@ class SyntheticCatalog:
         style, business = int(self.style[row]), int(self.business[row])
         t = np.arange(AUDIO_SAMPLES, dtype=np.float64) / SAMPLE_RATE
         base = 220.0 * 2 ** (style / 6) * self.pitch[row]  # the style's pitch, half-tone steps
-        overtone = 2500.0 + 150.0 * business  # the business cue: a quiet high tone
+        overtone = 2000.0 + 5000.0 * (business % 64) / 64  # the business cue: a quiet high tone
         phase = rng.uniform(0, 2 * np.pi, size=2)
         wave = 0.6 * np.sin(2 * np.pi * base * t + phase[0])
         wave += 0.05 * np.sin(2 * np.pi * overtone * t + phase[1])

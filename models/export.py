@@ -178,7 +178,7 @@ def int8_agreement(
         min_cosine=float(cos.min()),
         same_first_code=float((ca[:, 0] == cb[:, 0]).mean()),
         same_code=float((ca == cb).all(axis=1).mean()),
-        same_prefix=[round(float(v), 4) for v in np.cumprod(ca == cb, axis=1).mean(axis=0)],
+        same_prefix=[float(v) for v in np.cumprod(ca == cb, axis=1).mean(axis=0)],
     )
 
 

@@ -54,6 +54,8 @@ def _pipeline(args: argparse.Namespace) -> int:
         build=base.build.model_copy(update={"seed": args.seed}),
     )
     result = run(config)
+    if result is None:  # a torchrun process other than rank 0: rank 0 writes the bundle
+        return 0
     print(f"wrote {result.bundle}")
     print(markdown_table(result.report))
     int8 = result.report.get("int8")

@@ -142,7 +142,7 @@ def train(
     `inputs_fn` turns catalog rows into model inputs (`catalog_inputs`, `feature_inputs`).
     Under torchrun, call it in every process with the same arguments.
     """
-    rank, world = _distributed()
+    rank, world = distributed()
     device = next(model.parameters()).device
     step_module: nn.Module = _Step(model)
     if world > 1:
@@ -268,7 +268,7 @@ def _maybe_resume(
     return int(state["step"]), list(state["losses"])
 
 
-def _distributed() -> tuple[int, int]:
+def distributed() -> tuple[int, int]:
     """(rank, world size); joins the process group torchrun describes, if any."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():

@@ -29,6 +29,7 @@ from models.align import (
     AlignConfig,
     InputsFn,
     catalog_inputs,
+    distributed,
     embed,
     feature_inputs,
     neighbour_purity,
@@ -106,8 +107,12 @@ def load_data(config: PipelineConfig) -> tuple[Catalog, Interactions]:
     return load_movielens(config.data_dir)
 
 
-def run(config: PipelineConfig) -> PipelineResult:
-    """Run every stage and write one bundle; returns its path and the report."""
+def run(config: PipelineConfig) -> PipelineResult | None:
+    """Run every stage and write one bundle; returns its path and the report.
+
+    Under torchrun every process mines, embeds and trains (DDP); only rank 0 exports and
+    builds, and the other ranks return None.
+    """
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -135,6 +140,8 @@ def run(config: PipelineConfig) -> PipelineResult:
     align_config = replace(config.align, checkpoint_dir=config.reports / "checkpoints")
     result = train(model, inputs_fn, pairs.train, align_config)
     seconds["align"] = _lap(t)
+    if distributed()[0] != 0:
+        return None
 
     t = time.perf_counter()
     after = embed(model, inputs_fn, n, config.align.embed_batch)

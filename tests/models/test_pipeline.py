@@ -9,6 +9,7 @@ pytest.importorskip("torch", reason="models/ needs torch: run `make install-trai
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -22,11 +23,12 @@ from models.export import encoder_spec, session
 from models.pipeline import PipelineConfig, run
 from tests.models.test_movielens import ITEMS, RATINGS
 
+Run = tuple[PipelineConfig, Path, dict[str, Any]]
 SMALL_BUILD = BuildConfig(k=5, levels=3, centroids=8, niter=5, train_items=1000, gpu="off")
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[PipelineConfig, Path, dict]:
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     root = tmp_path_factory.mktemp("pipeline")
     config = PipelineConfig(
         data="synthetic",
@@ -40,11 +42,12 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[PipelineCon
         build=SMALL_BUILD,
     )
     result = run(config)
+    assert result is not None  # a single process is rank 0
     return config, result.bundle, result.report
 
 
 def test_writes_one_valid_bundle_with_the_encoder(
-    synthetic_run: tuple[PipelineConfig, Path, dict],
+    synthetic_run: Run,
 ) -> None:
     config, path, report = synthetic_run
     assert [p for p in config.out.iterdir() if not p.name.startswith(".")] == [path]
@@ -62,7 +65,7 @@ def test_writes_one_valid_bundle_with_the_encoder(
         assert set(report[stage]) >= {"recall@10", "recall@50", "group_purity@10"}
 
 
-def test_bundle_serves_without_torch_code(synthetic_run: tuple[PipelineConfig, Path, dict]) -> None:
+def test_bundle_serves_without_torch_code(synthetic_run: Run) -> None:
     """Encode catalog items as the service would: tokenizer.json, the manifest's constants,
     encoder.onnx, then the quantizer. The codes must be the catalog's own."""
     _, path, _ = synthetic_run
@@ -74,7 +77,7 @@ def test_bundle_serves_without_torch_code(synthetic_run: tuple[PipelineConfig, P
     content = catalog.content(rows)
     tokenizer = Tokenizer.from_file(str(path / spec["tokenizer"]))
     encodings = tokenizer.encode_batch(content.texts)
-    feed = {
+    feed: dict[str, np.ndarray] = {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
         "image": content.image,
@@ -116,6 +119,7 @@ def test_movielens_in_features_mode(tmp_path: Path) -> None:
         build=SMALL_BUILD,
     )
     result = run(config)
+    assert result is not None
     manifest = load_bundle(result.bundle).manifest
     assert manifest.n_items == 63
     assert manifest.encoder is not None

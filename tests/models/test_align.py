@@ -43,7 +43,7 @@ def test_info_nce_matches_a_loop() -> None:
     assert info_nce(a, a, 0.01) < info_nce(a, b, 0.01)
 
 
-def _toy(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _toy(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Features whose groups are hidden behind a strong distractor; pairs follow the groups."""
     rng = np.random.default_rng(seed)
     n, groups = 240, 6
@@ -59,7 +59,7 @@ def _toy(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
         pairs.append(np.stack([members, np.roll(members, 2)], 1))
     all_pairs = np.concatenate(pairs)
     all_pairs = all_pairs[rng.permutation(len(all_pairs))]
-    return feats.astype(np.float32), group, all_pairs[:400], all_pairs[400:]
+    return feats.astype(np.float32), group, distractor, all_pairs[:400], all_pairs[400:]
 
 
 def _model(seed: int = 0) -> FeatureEncoder:
@@ -72,23 +72,28 @@ def _params(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def test_alignment_improves_held_out_recall() -> None:
-    feats, group, train_pairs, held = _toy()
+    feats, group, distractor, train_pairs, held = _toy()
     model = _model()
     inputs = feature_inputs(feats)
     before = embed(model, inputs, len(feats))
     result = train(
-        model, inputs, train_pairs, AlignConfig(steps=60, batch_size=32, lr=3e-3, progress=False)
+        model,
+        inputs,
+        train_pairs,
+        AlignConfig(steps=150, batch_size=32, lr=5e-3, temperature=0.1, progress=False),
     )
     after = embed(model, inputs, len(feats))
     assert np.mean(result.losses[-10:]) < np.mean(result.losses[:10])
     # Groups of ~40: recall@50 can reach 1 once the groups are found under the distractor.
     assert recall_at_k(after, held)["recall@50"] > recall_at_k(before, held)["recall@50"] + 0.2
-    assert neighbour_purity(after, group) > neighbour_purity(before, group) + 0.2
+    # The distractor rules the neighbourhoods before, the behaviour groups after (Figure 6).
+    assert neighbour_purity(before, distractor) > neighbour_purity(before, group)
+    assert neighbour_purity(after, group) > neighbour_purity(after, distractor)
     np.testing.assert_allclose(np.linalg.norm(after, axis=1), 1.0, rtol=1e-5)
 
 
 def test_training_is_deterministic_on_cpu() -> None:
-    feats, _, pairs, _ = _toy()
+    feats, _, _, pairs, _ = _toy()
     runs = []
     for _ in range(2):
         model = _model(seed=1)
@@ -104,7 +109,7 @@ def test_training_is_deterministic_on_cpu() -> None:
 
 
 def test_resume_continues_where_the_checkpoint_left_off(tmp_path: Path) -> None:
-    feats, _, pairs, _ = _toy()
+    feats, _, _, pairs, _ = _toy()
     full = _model()
     train(full, feature_inputs(feats), pairs, AlignConfig(steps=6, batch_size=16, progress=False))
 

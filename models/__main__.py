@@ -11,6 +11,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
 
+from models.pipeline import PipelineConfig
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -20,17 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.run(args))
 
 
-def _pipeline(args: argparse.Namespace) -> int:
-    import torch
-
-    from codebooks.bundle import load_bundle
-    from codebooks.summary import describe
-    from models.pipeline import PipelineConfig, markdown_table, run
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """The command line as a PipelineConfig; with no flags it is `PipelineConfig()`."""
     base = PipelineConfig()
-    config = PipelineConfig(
+    return PipelineConfig(
         data=args.data,
         out=args.out,
         report_dir=args.report_dir,
@@ -39,6 +34,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         features=args.features,
         items=args.items,
         events=args.events,
+        groups=args.groups,
         seed=args.seed,
         int8=not args.no_int8,
         align=replace(
@@ -53,6 +49,18 @@ def _pipeline(args: argparse.Namespace) -> int:
         pairs=replace(base.pairs, seed=args.seed),
         build=base.build.model_copy(update={"seed": args.seed}),
     )
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    import torch
+
+    from codebooks.bundle import load_bundle
+    from codebooks.summary import describe
+    from models.pipeline import markdown_table, run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = pipeline_config(args)
     result = run(config)
     if result is None:  # a torchrun process other than rank 0: rank 0 writes the bundle
         return 0
@@ -82,11 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=Path("data/ml-100k"), help="MovieLens files")
     p.add_argument("--mode", choices=["multimodal", "features"], default="multimodal")
     p.add_argument("--features", type=Path, help="features mode: (N, F) .npy of upstream vectors")
-    p.add_argument("--items", type=int, default=5000, help="synthetic catalog size")
-    p.add_argument("--events", type=int, default=300_000, help="synthetic log size")
-    p.add_argument("--steps", type=int, default=300, help="alignment steps")
-    p.add_argument("--batch-size", type=int, default=128, help="pairs per step (per process)")
-    p.add_argument("--train-text-layers", type=int, default=0, help="MiniLM layers to fine-tune")
+    d = PipelineConfig()
+    p.add_argument("--items", type=int, default=d.items, help="synthetic catalog size")
+    p.add_argument("--events", type=int, default=d.events, help="synthetic log size")
+    p.add_argument("--groups", type=int, default=d.groups, help="synthetic business groups")
+    p.add_argument("--steps", type=int, default=d.align.steps, help="alignment steps")
+    p.add_argument(
+        "--batch-size", type=int, default=d.align.batch_size, help="pairs per step (per process)"
+    )
+    p.add_argument(
+        "--train-text-layers",
+        type=int,
+        default=d.encoder.train_text_layers,
+        help="top MiniLM layers to fine-tune (0: frozen, its vectors cached)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 variant")

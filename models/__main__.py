@@ -1,0 +1,117 @@
+"""`python -m models pipeline`: pairs -> align -> embed -> codebooks build -> export, one bundle."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
+
+from models.pipeline import PipelineConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
+    return int(args.run(args))
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """The command line as a PipelineConfig; with no flags it is `PipelineConfig()`."""
+    base = PipelineConfig()
+    return PipelineConfig(
+        data=args.data,
+        out=args.out,
+        report_dir=args.report_dir,
+        data_dir=args.data_dir,
+        mode=args.mode,
+        features=args.features,
+        items=args.items,
+        events=args.events,
+        groups=args.groups,
+        seed=args.seed,
+        int8=not args.no_int8,
+        align=replace(
+            base.align,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            resume=args.resume,
+            progress=not args.quiet,
+        ),
+        encoder=replace(base.encoder, train_text_layers=args.train_text_layers),
+        pairs=replace(base.pairs, seed=args.seed),
+        build=base.build.model_copy(update={"seed": args.seed}),
+    )
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    import torch
+
+    from codebooks.bundle import load_bundle
+    from codebooks.summary import describe
+    from models.pipeline import markdown_table, run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = pipeline_config(args)
+    result = run(config)
+    if result is None:  # a torchrun process other than rank 0: rank 0 writes the bundle
+        return 0
+    print(f"wrote {result.bundle}")
+    print(markdown_table(result.report))
+    int8 = result.report.get("int8")
+    if int8:
+        print(
+            f"int8: mean cosine {int8['mean_cosine']:.4f}, same RQ code {int8['same_code']:.3f} "
+            f"-> {'kept' if int8['kept'] else 'dropped'}"
+        )
+    print(f"map: {result.report['map']}; seconds: {result.report['seconds']}")
+    print(describe(load_bundle(result.bundle).manifest))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    sub = parser.add_subparsers(required=True)
+    p = sub.add_parser("pipeline", help="train, embed, build and export one bundle")
+    p.add_argument("--data", choices=["synthetic", "movielens"], default="synthetic")
+    p.add_argument("--out", type=Path, default=Path("artifacts"), help="bundle root")
+    p.add_argument(
+        "--report-dir", type=Path, help="reports, map and checkpoints (data/runs/<data>)"
+    )
+    p.add_argument("--data-dir", type=Path, default=Path("data/ml-100k"), help="MovieLens files")
+    p.add_argument("--mode", choices=["multimodal", "features"], default="multimodal")
+    p.add_argument("--features", type=Path, help="features mode: (N, F) .npy of upstream vectors")
+    d = PipelineConfig()
+    p.add_argument("--items", type=int, default=d.items, help="synthetic catalog size")
+    p.add_argument("--events", type=int, default=d.events, help="synthetic log size")
+    p.add_argument("--groups", type=int, default=d.groups, help="synthetic business groups")
+    p.add_argument("--steps", type=int, default=d.align.steps, help="alignment steps")
+    p.add_argument(
+        "--batch-size", type=int, default=d.align.batch_size, help="pairs per step (per process)"
+    )
+    p.add_argument(
+        "--train-text-layers",
+        type=int,
+        default=d.encoder.train_text_layers,
+        help="top MiniLM layers to fine-tune (0: frozen, its vectors cached)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_pipeline)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

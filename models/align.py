@@ -1,0 +1,398 @@
+"""Item alignment: fine-tune the encoder so that items people engage with together embed close.
+
+The loss is QARM's batch contrastive loss: a symmetric InfoNCE over (trigger, target) pairs, in
+which every other target in the batch is a negative. One process or many: started by `torchrun`,
+each process takes its slice of every global batch and DistributedDataParallel averages the
+gradients (gloo on CPU, NCCL on GPU). In-batch negatives stay local to a process.
+
+Read top to bottom: config, the training loop, then evaluation (recall@K of held-out pairs,
+neighbour purity, the before/after map of Figure 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F  # noqa: N812
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from models.catalog import Catalog, IntArray
+from models.encoder import (
+    FEATURE_INPUT,
+    INPUT_NAMES,
+    FeatureEncoder,
+    MultimodalEncoder,
+    encode_inputs,
+    tokenize,
+)
+from models.pairs import PairArray
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "align.pt"
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    steps: int = 300  # optimiser steps
+    batch_size: int = 128  # pairs per step per process; 2x as many items pass the encoder
+    lr: float = 2e-3  # AdamW learning rate of the towers, fusion and head
+    text_lr: float = 3e-5  # learning rate of the MiniLM layers left trainable
+    weight_decay: float = 0.01  # on matrices only, not on norms and biases (as nanoGPT)
+    warmup: int = 10  # linear warm-up steps, then cosine decay to 10% of the rate
+    temperature: float = 0.05  # InfoNCE temperature: lower sharpens the softmax over negatives
+    seed: int = 0  # seeds the batch order; the caller seeds model initialisation
+    checkpoint_dir: Path | None = None  # where align.pt is written; None: no checkpoints
+    checkpoint_every: int = 50  # steps between checkpoints (and one at the end)
+    resume: bool = False  # continue from checkpoint_dir/align.pt when it exists
+    amp: bool = True  # bf16 autocast on GPU; ignored on CPU, where it would only be slower
+    progress: bool = True  # a tqdm bar with loss and throughput (rank 0 only)
+    embed_batch: int = 256  # items per forward pass when embedding the catalog
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    losses: list[float]  # loss of every step run in this call
+    steps_done: int  # the step count reached (includes resumed steps)
+    pairs_per_s: float  # training throughput of this call, all processes together
+
+
+def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+    """Symmetric InfoNCE of row-aligned (B, d) embeddings: a_i's positive is b_i, and every
+    other b_j in the batch is a negative (and the same the other way round)."""
+    logits = a @ b.T / temperature  # (B, B)
+    labels = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+Inputs = dict[str, Tensor]
+InputsFn = Callable[[IntArray], Inputs]  # catalog rows -> the model's named inputs
+
+
+class _Step(nn.Module):
+    """What DDP wraps: embeds a batch of named inputs, whichever encoder and path it is.
+
+    DDP must see a module's forward to prepare its gradient reduction, so the three paths
+    (features, full multimodal, cached text plus `fuse`) all go through this one forward.
+    """
+
+    def __init__(self, model: MultimodalEncoder | FeatureEncoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Inputs) -> Tensor:
+        out: Tensor
+        if isinstance(self.model, FeatureEncoder):
+            out = self.model(inputs[FEATURE_INPUT])
+        elif "text" in inputs:
+            out = self.model.fuse(inputs["text"], *(inputs[n] for n in INPUT_NAMES[1:]))
+        else:
+            out = self.model(*(inputs[n] for n in INPUT_NAMES))
+        return out
+
+
+def catalog_inputs(
+    catalog: Catalog, tokenizer: Tokenizer, text_cache: Tensor | None = None
+) -> InputsFn:
+    """Rows -> the six contract inputs rendered from the catalog; with `text_cache` ((N, 384)
+    pooled MiniLM vectors of a frozen text tower) the rows' cached vectors ride along as
+    `text`, and the text tower is skipped (the same function, most of the CPU cost saved)."""
+
+    def inputs(rows: IntArray) -> Inputs:
+        out = encode_inputs(catalog.content(rows), tokenizer)
+        if text_cache is not None:
+            out["text"] = text_cache[torch.from_numpy(np.asarray(rows, dtype=np.int64))]
+        return out
+
+    return inputs
+
+
+def feature_inputs(features: npt.NDArray[np.float32]) -> InputsFn:
+    """Rows -> {"features": (B, F)} from an (N, F) table of upstream embeddings."""
+    table = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+
+    def inputs(rows: IntArray) -> Inputs:
+        return {FEATURE_INPUT: table[torch.from_numpy(np.asarray(rows, dtype=np.int64))]}
+
+    return inputs
+
+
+def train(
+    model: MultimodalEncoder | FeatureEncoder,
+    inputs_fn: InputsFn,
+    pairs: PairArray,
+    config: AlignConfig,
+) -> AlignResult:
+    """Align `model` in place on `pairs` ((M, 2) catalog rows) for `config.steps` steps.
+
+    `inputs_fn` turns catalog rows into model inputs (`catalog_inputs`, `feature_inputs`).
+    Under torchrun, call it in every process with the same arguments.
+    """
+    rank, world = distributed()
+    device = next(model.parameters()).device
+    step_module: nn.Module = _Step(model)
+    if world > 1:
+        step_module = nn.parallel.DistributedDataParallel(step_module)
+    optimizer = _optimizer(model, config)
+    start, losses = _maybe_resume(model, optimizer, config)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if config.amp and device.type == "cuda"
+        else nullcontext()
+    )
+    batches = _batches(len(pairs), config.batch_size * world, config.seed, start)
+    bar = tqdm(
+        range(start, config.steps),
+        desc="align",
+        unit="step",
+        disable=not config.progress or rank != 0,
+        initial=start,
+        total=config.steps,
+    )
+    model.train()
+    t0, done = time.perf_counter(), 0
+    for step in bar:
+        rows = pairs[next(batches)][rank * config.batch_size : (rank + 1) * config.batch_size]
+        items = np.concatenate([rows[:, 0], rows[:, 1]])  # (2B,) triggers, then targets
+        inputs = {k: v.to(device) for k, v in inputs_fn(items).items()}
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * _lr_factor(step, config)
+
+        with autocast:
+            emb = step_module(inputs).float()  # (2B, d)
+            loss = info_nce(emb[: len(rows)], emb[len(rows) :], config.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+
+        losses.append(loss.item())
+        done += len(rows) * world
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}")
+        if config.checkpoint_dir and rank == 0 and (step + 1) % config.checkpoint_every == 0:
+            save_checkpoint(config.checkpoint_dir / CHECKPOINT, model, optimizer, step + 1, losses)
+    bar.close()
+    if config.checkpoint_dir and rank == 0 and config.steps > start:
+        save_checkpoint(config.checkpoint_dir / CHECKPOINT, model, optimizer, config.steps, losses)
+    model.eval()
+    elapsed = time.perf_counter() - t0
+    return AlignResult(
+        losses=losses[start:] if len(losses) > start else [],
+        steps_done=config.steps,
+        pairs_per_s=done / elapsed if elapsed > 0 else 0.0,
+    )
+
+
+def _optimizer(model: nn.Module, config: AlignConfig) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only; MiniLM layers get their own (small) learning rate."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((name.startswith("text."), p.dim() >= 2), []).append(p)
+    param_groups = [
+        {
+            "params": params,
+            "weight_decay": config.weight_decay if decay else 0.0,
+            "base_lr": config.text_lr if text else config.lr,
+            "lr": config.text_lr if text else config.lr,
+        }
+        for (text, decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups)
+
+
+def _lr_factor(step: int, config: AlignConfig) -> float:
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _batches(n_pairs: int, global_batch: int, seed: int, start_step: int) -> Iterator[IntArray]:
+    """Global batches of pair indices: a seeded permutation per epoch, so step s always gets the
+    same batch (a resumed run sees exactly the batches the uninterrupted run would have)."""
+    if n_pairs < 1:
+        raise ValueError("no pairs to train on")
+    global_batch = min(global_batch, n_pairs)
+    per_epoch = n_pairs // global_batch
+    step = start_step
+    while True:
+        epoch, k = divmod(step, per_epoch)
+        order = np.random.default_rng((seed, epoch)).permutation(n_pairs)
+        yield order[k * global_batch : (k + 1) * global_batch]
+        step += 1
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, losses: list[float]
+) -> None:
+    """Model and optimiser state, step and loss history; written atomically (tmp + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "losses": losses,
+    }
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _maybe_resume(
+    model: nn.Module, optimizer: torch.optim.Optimizer, config: AlignConfig
+) -> tuple[int, list[float]]:
+    if not (config.checkpoint_dir and config.resume):
+        return 0, []
+    path = config.checkpoint_dir / CHECKPOINT
+    if not path.is_file():
+        return 0, []
+    state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("align: resumed from %s at step %d", path, state["step"])
+    return int(state["step"]), list(state["losses"])
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group torchrun describes, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def text_features(
+    model: MultimodalEncoder, catalog: Catalog, tokenizer: Tokenizer, batch_size: int = 256
+) -> Tensor:
+    """(N, 384) pooled MiniLM vectors of every catalog item, for a frozen text tower."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(catalog), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(catalog)))
+        ids, mask = tokenize(tokenizer, catalog.texts(rows))
+        out.append(model.text(ids.to(device), mask.to(device)))
+    return torch.cat(out).cpu()
+
+
+@torch.no_grad()
+def embed(
+    model: MultimodalEncoder | FeatureEncoder,
+    inputs_fn: InputsFn,
+    n_items: int,
+    batch_size: int = 256,
+) -> npt.NDArray[np.float32]:
+    """(N, d) float32 L2-normalised embeddings of catalog rows 0..N-1, in row order."""
+    model.eval()
+    device = next(model.parameters()).device
+    step = _Step(model)
+    out = []
+    for start in range(0, n_items, batch_size):
+        rows = np.arange(start, min(start + batch_size, n_items))
+        out.append(step({k: v.to(device) for k, v in inputs_fn(rows).items()}).float().cpu())
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def recall_at_k(
+    embeddings: npt.NDArray[np.float32], pairs: PairArray, ks: tuple[int, ...] = (10, 50)
+) -> dict[str, float]:
+    """Share of held-out pairs (a, b) whose b is among a's k nearest items (a itself excluded),
+    counted in both directions: {"recall@10": ..., "recall@50": ...}."""
+    if len(pairs) == 0:
+        return {f"recall@{k}": float("nan") for k in ks}
+    x = torch.from_numpy(embeddings)
+    queries = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    targets = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    k_max = min(max(ks), len(x) - 1)
+    hits = dict.fromkeys(ks, 0)
+    for start in range(0, len(queries), 4096):
+        q = torch.from_numpy(queries[start : start + 4096])
+        t = torch.from_numpy(targets[start : start + 4096])
+        scores = x[q] @ x.T  # (C, N)
+        scores[torch.arange(len(q)), q] = -torch.inf
+        top = scores.topk(k_max, dim=1).indices  # (C, k_max) nearest first
+        rank = (top == t[:, None]).float().argmax(1)
+        found = (top == t[:, None]).any(1)
+        for k in ks:
+            hits[k] += int((found & (rank < k)).sum())
+    return {f"recall@{k}": hits[k] / len(queries) for k in ks}
+
+
+def neighbour_purity(embeddings: npt.NDArray[np.float32], groups: IntArray, k: int = 10) -> float:
+    """Mean share of an item's k nearest items (itself excluded) that share its group."""
+    x = torch.from_numpy(embeddings)
+    g = torch.from_numpy(groups)
+    same = 0.0
+    for start in range(0, len(x), 4096):
+        rows = torch.arange(start, min(start + 4096, len(x)))
+        scores = x[rows] @ x.T
+        scores[torch.arange(len(rows)), rows] = -torch.inf
+        top = scores.topk(min(k, len(x) - 1), dim=1).indices
+        same += float((g[top] == g[rows][:, None]).float().mean(1).sum())
+    return same / len(x)
+
+
+def plot_maps(
+    before: npt.NDArray[np.float32],
+    after: npt.NDArray[np.float32],
+    groups: IntArray,
+    path: Path,
+    *,
+    title: str,
+    max_points: int = 3000,
+    seed: int = 0,
+) -> Path:
+    """Two PCA maps side by side, items coloured by group: the paper's Figure 6, before/after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(before), size=min(max_points, len(before)), replace=False))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, x, name in ((axes[0], before, "before alignment"), (axes[1], after, "after alignment")):
+        xy = _pca2(x[rows])
+        ax.scatter(xy[:, 0], xy[:, 1], c=groups[rows] % 20, cmap="tab20", s=4, alpha=0.7)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pca2(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    centred = x.astype(np.float64) - x.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    out: npt.NDArray[np.float64] = centred @ vt[:2].T
+    return out
+
+
+def config_dict(config: AlignConfig) -> dict[str, Any]:
+    """The config as JSON-ready values (paths as strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}

@@ -1,0 +1,340 @@
+"""The offline pipeline: log + content -> pairs -> aligned encoder -> catalog embeddings ->
+codebooks build -> ONE bundle, with the encoder, its tokenizer and the alignment report inside.
+
+Order of work: mine pairs; embed the catalog with the pre-trained encoder (the "before");
+align; embed again (the "after"); export the aligned encoder to ONNX and check parity; quantise
+to int8 and keep it only if it agrees with fp32; then `codebooks.build` writes the bundle with
+`extra_files` and the manifest's `encoder` section. Reports (JSON, Markdown, PNG) go to
+`report_dir`, outside the immutable bundle tree, and a copy of the JSON rides in the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from codebooks.build import BuildConfig, build
+from codebooks.embeddings import checked
+from codebooks.rq import train_residual_kmeans
+from models.align import (
+    AlignConfig,
+    InputsFn,
+    catalog_inputs,
+    distributed,
+    embed,
+    feature_inputs,
+    neighbour_purity,
+    plot_maps,
+    recall_at_k,
+    text_features,
+    train,
+)
+from models.catalog import (
+    Catalog,
+    Interactions,
+    SyntheticCatalog,
+    synthetic_catalog,
+    synthetic_interactions,
+)
+from models.encoder import EncoderConfig, FeatureEncoder, MultimodalEncoder, load_tokenizer
+from models.export import (
+    ENCODER_FILE,
+    INT8_FILE,
+    TOKENIZER_FILE,
+    Int8Agreement,
+    encoder_spec,
+    export_onnx,
+    int8_agreement,
+    max_abs_diff,
+    quantize_int8,
+    random_inputs,
+    run_onnx,
+    session,
+    write_tokenizer,
+)
+from models.movielens import load_movielens
+from models.pairs import MinedPairs, PairConfig, mine_pairs
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "alignment.json"
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    data: Literal["synthetic", "movielens"] = "synthetic"
+    out: Path = Path("artifacts")  # bundle root: the bundle is written to out/<version>/
+    report_dir: Path | None = None  # reports and checkpoints; default data/runs/<data>
+    data_dir: Path = Path("data/ml-100k")  # MovieLens-100k files (`make data`)
+    mode: Literal["multimodal", "features"] = "multimodal"
+    features: Path | None = None  # features mode: (N, F) .npy upstream embeddings by row
+    items: int = 5000  # synthetic catalog size
+    events: int = 300_000  # synthetic interaction log size
+    groups: int = 32  # synthetic business groups
+    seed: int = 0
+    int8: bool = True  # try the int8 variant (kept only if it agrees with fp32)
+    int8_check_items: int = 2000  # catalog items embedded by the int8 graph for the check
+    pairs: PairConfig = field(default_factory=PairConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+
+    @property
+    def reports(self) -> Path:
+        return self.report_dir or Path("data/runs") / self.data
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    bundle: Path
+    report: dict[str, Any]
+
+
+def load_data(config: PipelineConfig) -> tuple[Catalog, Interactions]:
+    if config.data == "synthetic":
+        catalog = synthetic_catalog(config.items, n_groups=config.groups, seed=config.seed)
+        return catalog, synthetic_interactions(catalog, config.events, seed=config.seed)
+    return load_movielens(config.data_dir)
+
+
+def run(config: PipelineConfig) -> PipelineResult | None:
+    """Run every stage and write one bundle; returns its path and the report.
+
+    Under torchrun every process mines, embeds and trains (DDP); only rank 0 exports and
+    builds, and the other ranks return None.
+    """
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    torch.manual_seed(config.seed)
+    catalog, events = load_data(config)
+    n = len(catalog)
+    pairs = mine_pairs(events, n, config.pairs)
+    seconds["data_and_pairs"] = _lap(t)
+
+    t = time.perf_counter()
+    tokenizer = load_tokenizer(config.encoder.max_text_tokens)
+    model: MultimodalEncoder | FeatureEncoder
+    if config.mode == "features":
+        upstream = _upstream_features(config, catalog, tokenizer)
+        model = FeatureEncoder(upstream.shape[1], config.encoder)
+        inputs_fn: InputsFn = feature_inputs(upstream)
+    else:
+        model = MultimodalEncoder(config.encoder)
+        cache = text_features(model, catalog, tokenizer) if model.text_frozen else None
+        inputs_fn = catalog_inputs(catalog, tokenizer, cache)
+    before = embed(model, inputs_fn, n, config.align.embed_batch)
+    quality_before = _quality(before, pairs, catalog)
+    seconds["embed_before"] = _lap(t)
+
+    t = time.perf_counter()
+    align_config = replace(config.align, checkpoint_dir=config.reports / "checkpoints")
+    result = train(model, inputs_fn, pairs.train, align_config)
+    seconds["align"] = _lap(t)
+    if distributed()[0] != 0:
+        return None
+
+    t = time.perf_counter()
+    after = embed(model, inputs_fn, n, config.align.embed_batch)
+    quality_after = _quality(after, pairs, catalog)
+    png = plot_maps(
+        before,
+        after,
+        catalog.groups,
+        config.reports / f"alignment-{config.data}.png",
+        title=f"{config.data}: item embeddings by "
+        + ("business group" if config.data == "synthetic" else "first genre"),
+    )
+    seconds["embed_after"] = _lap(t)
+
+    report: dict[str, Any] = {
+        "data": config.data,
+        "mode": config.mode,
+        "items": n,
+        "events": len(events),
+        "pairs": pairs.counts,
+        "before": quality_before,
+        "after": quality_after,
+        "align": {
+            "steps": result.steps_done,
+            "pairs_per_s": round(result.pairs_per_s, 1),
+            "first_loss": result.losses[0] if result.losses else None,
+            "last_loss": result.losses[-1] if result.losses else None,
+        },
+        "map": str(png),
+        "config": _jsonable(asdict(config)),
+    }
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        t = time.perf_counter()
+        extra, spec = _export(config, model, catalog, tokenizer, inputs_fn, after, tmp, report)
+        seconds["export"] = _lap(t)
+        report["seconds"] = seconds
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        extra[REPORT_FILE] = tmp / REPORT_FILE
+        t = time.perf_counter()
+        bundle = build(
+            catalog.ids, after, config.build, config.out, extra_files=extra, encoder=spec
+        )
+        seconds["build"] = _lap(t)
+    report["bundle"] = str(bundle)
+    _write_reports(config.reports, report)
+    return PipelineResult(bundle=bundle, report=report)
+
+
+def _export(
+    config: PipelineConfig,
+    model: MultimodalEncoder | FeatureEncoder,
+    catalog: Catalog,
+    tokenizer: Any,
+    inputs_fn: InputsFn,
+    after: npt.NDArray[np.float32],
+    tmp: Path,
+    report: dict[str, Any],
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Export, check parity (refuse > 1e-4), try int8; returns extra files and the spec."""
+    rows = np.arange(min(32, len(catalog)))
+    real = {k: v for k, v in inputs_fn(rows).items() if k != "text"}
+    if isinstance(model, FeatureEncoder):
+        rand = {
+            "features": torch.randn(
+                17, model.n_features, generator=torch.Generator().manual_seed(0)
+            )
+        }
+    else:
+        rand = random_inputs(config.encoder, 17, config.encoder.max_text_tokens, seed=config.seed)
+    onnx_path = export_onnx(model, tmp / ENCODER_FILE, real)
+    sess = session(onnx_path)
+    parity = {"real": max_abs_diff(model, sess, real), "random": max_abs_diff(model, sess, rand)}
+    report["parity_max_abs_diff"] = parity
+    if max(parity.values()) > PARITY_TOLERANCE:
+        raise RuntimeError(f"{onnx_path}: ONNX differs from torch by {parity} > {PARITY_TOLERANCE}")
+    extra = {ENCODER_FILE: onnx_path}
+    if not isinstance(model, FeatureEncoder):
+        extra[TOKENIZER_FILE] = write_tokenizer(tokenizer, tmp / TOKENIZER_FILE)
+
+    keep_int8 = False
+    if config.int8:
+        int8_path = quantize_int8(onnx_path, tmp / INT8_FILE)
+        agreement = _int8_check(config, int8_path, inputs_fn, after)
+        keep_int8 = agreement.kept
+        report["int8"] = {**asdict(agreement), "kept": keep_int8}
+        if keep_int8:
+            extra[INT8_FILE] = int8_path
+    n_features = model.n_features if isinstance(model, FeatureEncoder) else None
+    spec = encoder_spec(config.encoder, int8=keep_int8, mode=config.mode, n_features=n_features)
+    return extra, spec
+
+
+def _int8_check(
+    config: PipelineConfig, int8_path: Path, inputs_fn: InputsFn, after: npt.NDArray[np.float32]
+) -> Int8Agreement:
+    """Embed a seeded sample of the catalog with the int8 graph and compare with fp32, on the
+    RQ codebooks the build will train (same items, levels, size, seed)."""
+    n = len(after)
+    rng = np.random.default_rng((config.seed, 5))
+    rows = np.sort(rng.choice(n, size=min(n, config.int8_check_items), replace=False))
+    sess = session(int8_path)
+    int8 = np.concatenate(
+        [
+            run_onnx(sess, {k: v for k, v in inputs_fn(rows[i : i + 256]).items() if k != "text"})
+            for i in range(0, len(rows), 256)
+        ]
+    )
+    b = config.build
+    x = checked(after, after.shape[1])
+    sample = x[
+        np.sort(np.random.default_rng(b.seed).choice(n, size=min(n, b.train_items), replace=False))
+    ]
+    books = train_residual_kmeans(sample, b.levels, b.centroids, seed=b.seed, niter=b.niter)
+    return int8_agreement(after[rows], int8, books)
+
+
+def _upstream_features(
+    config: PipelineConfig, catalog: Catalog, tokenizer: Any
+) -> npt.NDArray[np.float32]:
+    """Features mode: the given (N, F) table, or else frozen pre-trained MiniLM text vectors."""
+    if config.features is not None:
+        table: npt.NDArray[np.float32] = np.load(config.features).astype(np.float32)
+        if table.ndim != 2 or len(table) != len(catalog):
+            raise ValueError(
+                f"{config.features}: shape {table.shape}, expected ({len(catalog)}, F)"
+            )
+        return table
+    upstream = MultimodalEncoder(replace(config.encoder, train_text_layers=0))
+    return text_features(upstream, catalog, tokenizer).numpy()
+
+
+def _quality(emb: npt.NDArray[np.float32], pairs: MinedPairs, catalog: Catalog) -> dict[str, float]:
+    """Recall of held-out pairs, and how many of an item's 10 nearest share its group (and, on
+    synthetic data, its content style: the confounder that alignment should see through)."""
+    out = recall_at_k(emb, pairs.held_out)
+    out["group_purity@10"] = neighbour_purity(emb, catalog.groups)
+    if isinstance(catalog, SyntheticCatalog):
+        out["style_purity@10"] = neighbour_purity(emb, catalog.style)
+        out.update(confounder_gap(emb, catalog))
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def confounder_gap(
+    emb: npt.NDArray[np.float32], catalog: SyntheticCatalog, max_items: int = 3000
+) -> dict[str, float]:
+    """Figure 6 in numbers: mean cosine of item pairs that share a business but not a style
+    ("bought alike, look different") and of pairs that share a style but not a business ("look
+    alike, bought by others"). Content puts the second above the first; alignment should not."""
+    rows = np.random.default_rng(0).permutation(len(emb))[:max_items]
+    x, b, s = emb[rows], catalog.business[rows], catalog.style[rows]
+    sims = x @ x.T
+    same_b, same_s = b[:, None] == b[None, :], s[:, None] == s[None, :]
+    return {
+        "cos_same_business_other_style": float(sims[same_b & ~same_s].mean()),
+        "cos_same_style_other_business": float(sims[same_s & ~same_b].mean()),
+    }
+
+
+def _write_reports(folder: Path, report: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    (folder / "alignment.md").write_text(markdown_table(report))
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The before/after table of a run, as it goes into docs/."""
+    b, a = report["before"], report["after"]
+    rows = [f"| {key} | {b[key]:.4f} | {a[key]:.4f} |" for key in b]
+    pairs = report["pairs"]
+    return "\n".join(
+        [
+            f"{report['data']} ({report['mode']}): {report['items']} items, "
+            f"{report['events']} events, {pairs['train']} training pairs, "
+            f"{pairs['held_out']} held out",
+            "",
+            "| metric | before | after |",
+            "|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+
+
+def _lap(start: float) -> float:
+    return round(time.perf_counter() - start, 2)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    return value

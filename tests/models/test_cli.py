@@ -1,0 +1,56 @@
+"""`python -m models pipeline`: its flags map onto PipelineConfig, its defaults are the config's."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch", reason="models/ needs torch: run `make install-train`")
+
+from pathlib import Path
+
+from models.__main__ import _parser, pipeline_config
+from models.pipeline import PipelineConfig
+
+
+def test_defaults_are_the_pipeline_defaults() -> None:
+    assert pipeline_config(_parser().parse_args(["pipeline"])) == PipelineConfig()
+
+
+def test_flags_reach_the_config() -> None:
+    args = _parser().parse_args(
+        [
+            "pipeline",
+            "--data",
+            "movielens",
+            "--out",
+            "/tmp/a",
+            "--items",
+            "10",
+            "--steps",
+            "7",
+            "--batch-size",
+            "3",
+            "--seed",
+            "5",
+            "--no-int8",
+            "--resume",
+            "--quiet",
+            "--train-text-layers",
+            "2",
+            "--mode",
+            "features",
+        ]
+    )
+    config = pipeline_config(args)
+    assert (config.data, config.out, config.items, config.mode) == (
+        "movielens",
+        Path("/tmp/a"),
+        10,
+        "features",
+    )
+    assert (config.align.steps, config.align.batch_size, config.align.seed) == (7, 3, 5)
+    assert config.align.resume
+    assert not config.align.progress
+    assert not config.int8
+    assert config.encoder.train_text_layers == 2
+    assert config.pairs.seed == config.build.seed == config.seed == 5

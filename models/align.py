@@ -95,7 +95,7 @@ def _gather(x: Tensor, world: int) -> Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x))
+    return torch.cat(all_gather(x))  # type: ignore[no-untyped-call]
 
 
 Inputs = dict[str, Tensor]

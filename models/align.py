@@ -2,8 +2,9 @@
 
 The loss is QARM's batch contrastive loss: a symmetric InfoNCE over (trigger, target) pairs, in
 which every other target in the batch is a negative. One process or many: started by `torchrun`,
-each process takes its slice of every global batch and DistributedDataParallel averages the
-gradients (gloo on CPU, NCCL on GPU). In-batch negatives stay local to a process.
+each process takes its slice of every global batch, the embeddings are all-gathered so the
+negatives are the whole global batch, and DistributedDataParallel averages the gradients (gloo
+on CPU, NCCL on GPU): N processes with B pairs each take the step one process would with N*B.
 
 Read top to bottom: config, the training loop, then evaluation (recall@K of held-out pairs,
 neighbour purity, the before/after map of Figure 6).
@@ -71,12 +72,30 @@ class AlignResult:
     pairs_per_s: float  # training throughput of this call, all processes together
 
 
-def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+def info_nce(a: Tensor, b: Tensor, temperature: float, *, rank: int = 0, world: int = 1) -> Tensor:
     """Symmetric InfoNCE of row-aligned (B, d) embeddings: a_i's positive is b_i, and every
-    other b_j in the batch is a negative (and the same the other way round)."""
-    logits = a @ b.T / temperature  # (B, B)
-    labels = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    other b_j in the batch is a negative (and the same the other way round).
+
+    Under DDP (`world` > 1) the batch is the global one: every process's rows are gathered
+    with gradients, so each process scores its B queries against all world * B keys, and the
+    mean of the processes' losses is the loss one process would compute on the whole batch.
+    """
+    a_all, b_all = _gather(a, world), _gather(b, world)  # (world * B, d)
+    labels = torch.arange(len(a), device=a.device) + rank * len(a)
+    return 0.5 * (
+        F.cross_entropy(a @ b_all.T / temperature, labels)
+        + F.cross_entropy(b @ a_all.T / temperature, labels)
+    )
+
+
+def _gather(x: Tensor, world: int) -> Tensor:
+    """All processes' x stacked in rank order; the backward pass returns each process the
+    gradient of every process's loss with respect to its own rows (all-gather with autograd)."""
+    if world == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x))  # type: ignore[no-untyped-call]
 
 
 Inputs = dict[str, Tensor]
@@ -154,7 +173,10 @@ def train(
         if config.amp and device.type == "cuda"
         else nullcontext()
     )
-    batches = _batches(len(pairs), config.batch_size * world, config.seed, start)
+    per_rank = min(config.batch_size, len(pairs) // world)  # every process gets as many rows
+    if per_rank < 2:
+        raise ValueError(f"{len(pairs)} pairs: too few for {world} process(es), 2 rows each")
+    batches = _batches(len(pairs), per_rank * world, config.seed, start)
     bar = tqdm(
         range(start, config.steps),
         desc="align",
@@ -166,7 +188,7 @@ def train(
     model.train()
     t0, done = time.perf_counter(), 0
     for step in bar:
-        rows = pairs[next(batches)][rank * config.batch_size : (rank + 1) * config.batch_size]
+        rows = pairs[next(batches)][rank * per_rank : (rank + 1) * per_rank]
         items = np.concatenate([rows[:, 0], rows[:, 1]])  # (2B,) triggers, then targets
         inputs = {k: v.to(device) for k, v in inputs_fn(items).items()}
         for group in optimizer.param_groups:
@@ -174,7 +196,8 @@ def train(
 
         with autocast:
             emb = step_module(inputs).float()  # (2B, d)
-            loss = info_nce(emb[: len(rows)], emb[len(rows) :], config.temperature)
+            a, b = emb[: len(rows)], emb[len(rows) :]
+            loss = info_nce(a, b, config.temperature, rank=rank, world=world)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()

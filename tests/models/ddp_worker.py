@@ -12,20 +12,28 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from models.align import AlignConfig, catalog_inputs, train
+from models.align import AlignConfig, InputsFn, catalog_inputs, train
 from models.catalog import synthetic_catalog
 from models.encoder import EncoderConfig, MultimodalEncoder, load_tokenizer
+
+BATCH = 4  # pairs per process; the global batch is 2 * BATCH
+
+
+def setup() -> tuple[MultimodalEncoder, InputsFn, np.ndarray]:
+    """The same model, inputs and pairs in every process, and in the test's reference run."""
+    torch.manual_seed(0)  # same initial weights on both ranks, as DDP expects
+    catalog = synthetic_catalog(64, n_groups=4, seed=0)
+    model = MultimodalEncoder(EncoderConfig(), pretrained=False)
+    pairs = np.stack([np.arange(0, 32), np.arange(32, 64)], axis=1)
+    return model, catalog_inputs(catalog, load_tokenizer(16)), pairs
 
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
-    torch.manual_seed(0)  # same initial weights on both ranks, as DDP expects
-    catalog = synthetic_catalog(64, n_groups=4, seed=0)
-    model = MultimodalEncoder(EncoderConfig(), pretrained=False)
+    model, inputs, pairs = setup()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    pairs = np.stack([np.arange(0, 32), np.arange(32, 64)], axis=1)
-    config = AlignConfig(steps=2, batch_size=4, warmup=1, progress=False)
-    result = train(model, catalog_inputs(catalog, load_tokenizer(16)), pairs, config)
+    config = AlignConfig(steps=2, batch_size=BATCH, warmup=1, progress=False)
+    result = train(model, inputs, pairs, config)
     rank, world = dist.get_rank(), dist.get_world_size()
     digest = hashlib.sha256()
     changed = 0

@@ -28,6 +28,7 @@ from models.align import (
     train,
 )
 from models.encoder import EncoderConfig, FeatureEncoder
+from tests.models import ddp_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -177,3 +178,10 @@ def test_ddp_two_processes_on_gloo(tmp_path: Path) -> None:
     assert reports[0]["digest"] == reports[1]["digest"]  # gradients were averaged
     assert reports[0]["changed"] > 0
     assert reports[0]["losses"] != reports[1]["losses"]  # each rank saw its own slice
+    # Negatives span the global batch: the ranks' mean loss is the loss of one process on
+    # both slices together, at the first step and (same update) at the second.
+    model, inputs, pairs = ddp_worker.setup()
+    config = AlignConfig(steps=2, batch_size=2 * ddp_worker.BATCH, warmup=1, progress=False)
+    single = train(model, inputs, pairs, config).losses
+    ddp = np.mean([r["losses"] for r in reports], axis=0)
+    np.testing.assert_allclose(ddp, single, rtol=1e-4)

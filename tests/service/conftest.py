@@ -126,9 +126,14 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def png_b64(seed: int, size: tuple[int, int] = (40, 30), fmt: str = "PNG") -> str:
+def png_b64(
+    seed: int, size: tuple[int, int] = (40, 30), fmt: str = "PNG", *, flat: bool = False
+) -> str:
+    """A random (or, `flat`, one-colour: it compresses to almost nothing) image, base64."""
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    if flat:
+        pixels[:] = pixels[0, 0]
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format=fmt)
     return base64.b64encode(buf.getvalue()).decode()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from codebooks import Quantizer, load_bundle
+from codebooks.synthetic import clustered_embeddings
 from tests.service.conftest import (
     ADMIN,
     DIM,
@@ -31,8 +32,8 @@ def tokens() -> list[dict[str, Any]]:
     ]
 
 
-async def test_post_get_and_batch_get(make_settings: Any, bundles: Any) -> None:
-    items = [
+async def test_post_get_and_batch_get(make_settings: Any) -> None:
+    items: list[dict[str, Any]] = [
         {"id": "text-1", "text": "red cat dance"},
         {"id": "img-1", "image": png_b64(1)},
         {"id": "jpg-1", "image": png_b64(2, fmt="JPEG"), "text": "blue bird"},
@@ -47,14 +48,16 @@ async def test_post_get_and_batch_get(make_settings: Any, bundles: Any) -> None:
         version = body["bundle_version"]
         assert [c["id"] for c in body["items"]] == [i["id"] for i in items]
         for codes in body["items"]:
-            assert len(codes["vq"]) == 5 and len(codes["rq"]) == 3
+            assert len(codes["vq"]) == 5
+            assert len(codes["rq"]) == 3
             assert all(0 <= c < 8 for c in codes["rq"])
             assert codes["sid"] == "-".join(map(str, codes["rq"])) + f"-{codes['suffix']}"
         # the same item posted again gets the same codes and keeps its suffix
         again = await client.post("/v1/items", json={"items": items[:3]})
         assert again.json()["items"] == body["items"][:3]
         got = await client.get("/v1/items/jpg-1/codes")
-        assert got.status_code == 200 and got.json() == body["items"][2]
+        assert got.status_code == 200
+        assert got.json() == body["items"][2]
         missing = await client.get("/v1/items/nobody/codes")
         assert missing.status_code == 404
         assert missing.json()["error"]["kind"] == "not_found"
@@ -94,11 +97,7 @@ async def test_put_item(make_settings: Any) -> None:
 
 async def test_catalog_item_keeps_its_bundle_suffix(make_settings: Any, bundles: Any) -> None:
     bundle = load_bundle(bundles["a"])
-    x = np.load(bundles["a"] / "item_ids.npy")  # ids only; embeddings come from the build
-    assert len(x) == bundle.manifest.n_items
-    from codebooks.synthetic import clustered_embeddings
-
-    catalog = clustered_embeddings(600, DIM, groups=6, subgroups=3, seed=1)
+    catalog = clustered_embeddings(600, DIM, groups=6, subgroups=3, seed=1)  # bundle a's input
     # the rows with the largest suffixes: items that collide with earlier catalog items
     rows = np.argsort(-bundle.sid_suffix)[:3]
     async with running(make_settings()) as (_, client):
@@ -190,11 +189,12 @@ async def test_no_tokens_is_loud(make_settings: Any, caplog: pytest.LogCaptureFi
     assert any(r.levelname == "WARNING" and "NO AUTH" in r.getMessage() for r in caplog.records)
 
 
-async def test_health_and_metrics(make_settings: Any, store_kind: str) -> None:
+async def test_health_and_metrics(make_settings: Any) -> None:
     async with running(make_settings()) as (_, client):
         assert (await client.get("/healthz")).json()["status"] == "ok"
         ready = await client.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "ready"
         await client.post("/v1/items", json={"items": [{"id": "m1", "text": "song"}]})
         await client.get("/v1/items/zzz/codes")
         text = (await client.get("/metrics")).text

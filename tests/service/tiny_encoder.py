@@ -16,10 +16,39 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-WORDS = (
-    "red blue green yellow black white cat dog bird fish song dance movie game cook travel "
-    "sport music news funny cute big small fast slow night day summer winter city beach"
-).split()
+WORDS = [
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "black",
+    "white",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "song",
+    "dance",
+    "movie",
+    "game",
+    "cook",
+    "travel",
+    "sport",
+    "music",
+    "news",
+    "funny",
+    "cute",
+    "big",
+    "small",
+    "fast",
+    "slow",
+    "night",
+    "day",
+    "summer",
+    "winter",
+    "city",
+    "beach",
+]
 
 IMAGE_SIZE = 32
 AUDIO_RATE = 8000

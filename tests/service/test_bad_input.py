@@ -106,7 +106,8 @@ async def test_bad_item_is_named_and_nothing_is_written(
 async def test_nan_embedding(make_settings: Any) -> None:
     """JSON has no NaN, but Python's parser takes the `NaN` literal: it must not get through."""
     values = ", ".join(["NaN"] + ["1.0"] * (DIM - 1))
-    body = '{"items": [{"id": "good-0", "text": "cat"}, {"id": "nan", "embedding": [%s]}]}' % values
+    body = '{"items": [{"id": "good-0", "text": "cat"}, {"id": "nan", "embedding": [VALUES]}]}'
+    body = body.replace("VALUES", values)
     async with running(make_settings()) as (_, client):
         r = await client.post(
             "/v1/items", content=body, headers={"Content-Type": "application/json"}

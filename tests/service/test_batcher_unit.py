@@ -77,7 +77,7 @@ def test_drops_expired_and_abandoned_items(loop: Any) -> None:
     assert not queue
 
 
-def test_empty_queue(loop: Any) -> None:
+def test_empty_queue() -> None:
     batch = collate(deque(), LIMITS, now=0.0)
     assert batch.items == []
     assert batch.dropped_deadline == []

@@ -121,8 +121,9 @@ async def test_activation_seeds_once(store: Store) -> None:
     assert (await store.write("v1", [new("y", (1, 2, 3))]))[0].suffix == 3
 
 
+@pytest.mark.usefixtures("store")  # v1 activated and seeded
 async def test_concurrent_writers_never_share_a_suffix(
-    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest, store: Store
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """32 writers over 4 store clients (4 connections / pools), all on one tuple."""
     clients = [open_one(store_kind, tmp_path, request) for _ in range(4)]
@@ -138,7 +139,7 @@ async def test_concurrent_writers_never_share_a_suffix(
 
 
 async def test_redis_layout_is_as_documented(
-    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    redis_url: str, request: pytest.FixtureRequest
 ) -> None:
     """Read Redis the way docs/store.md tells a ranking server to, without this code."""
     prefix = request.getfixturevalue("redis_prefix")
@@ -150,9 +151,12 @@ async def test_redis_layout_is_as_documented(
         await s.close()
     r = redis.Redis.from_url(redis_url)
     try:
-        version = r.get(f"{prefix}:active").decode()
+        active = r.get(f"{prefix}:active")
+        assert isinstance(active, bytes)
+        version = active.decode()
         assert version == "v9"
         value = r.get(f"{prefix}:{version}:item:item:1")
+        assert isinstance(value, bytes)
         fmt, n_rq, n_vq, suffix = struct.unpack_from("<BBHI", value, 0)
         assert (fmt, n_rq, n_vq, suffix) == (1, 3, 2, 2)
         assert struct.unpack_from("<3H", value, 8) == (1, 2, 3)

@@ -81,11 +81,11 @@ def collate(queue: deque[Work], limits: Limits, now: float) -> Batch:
     audio = 0.0
     while queue and len(batch.items) < limits.max_batch:
         work = queue[0]
-        if work.future.done():
-            batch.dropped_gone.append(queue.popleft())
-            continue
         if work.deadline <= now:
             batch.dropped_deadline.append(queue.popleft())
+            continue
+        if work.future.done():
+            batch.dropped_gone.append(queue.popleft())
             continue
         cost = work.prepared.cost
         if batch.items and (

@@ -81,6 +81,8 @@ class RedisStore(Store):
         )
         self._redis = Redis(connection_pool=self._pool)
         self.keys = Keys(prefix)
+        # The catalog of each version this store activated, to seed it again if Redis loses it.
+        self._catalogs: dict[str, tuple[Catalog, bool]] = {}
 
     async def _call(self, what: str, op: Any) -> Any:
         try:
@@ -96,22 +98,34 @@ class RedisStore(Store):
         return value.decode() if value is not None else None
 
     async def activate(self, version: str, catalog: Catalog, *, seed_lookups: bool) -> None:
+        self._catalogs[version] = (catalog, seed_lookups)
+        if not await self._call("EXISTS seeded", self._redis.exists(self.keys.seeded(version))):
+            await self._seed(version)
+        await self._call("SET active", self._redis.set(self.keys.active(), version.encode()))
+
+    async def _seed(self, version: str) -> None:
+        catalog, seed_lookups = self._catalogs[version]
         k = self.keys
-        if not await self._call("GET seeded", self._redis.exists(k.seeded(version))):
-            commands = await asyncio.to_thread(_seed_commands, k, version, catalog, seed_lookups)
-            for start in range(0, len(commands), SEED_CHUNK):
-                pipe = self._redis.pipeline(transaction=False)
-                for name, args in commands[start : start + SEED_CHUNK]:
-                    getattr(pipe, name)(*args)
-                await self._call("seed pipeline", pipe.execute())
-            await self._call("SET seeded", self._redis.set(k.seeded(version), b"1"))
-            log.info("store: seeded version %s (%d commands)", version, len(commands))
-        await self._call("SET active", self._redis.set(k.active(), version.encode()))
+        commands = await asyncio.to_thread(_seed_commands, k, version, catalog, seed_lookups)
+        for start in range(0, len(commands), SEED_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            for name, args in commands[start : start + SEED_CHUNK]:
+                getattr(pipe, name)(*args)
+            await self._call("seed pipeline", pipe.execute())
+        await self._call("SET seeded", self._redis.set(k.seeded(version), b"1"))
+        log.info("store: seeded version %s (%d commands)", version, len(commands))
 
     async def write(self, version: str, items: Sequence[NewCodes]) -> list[StoredCodes]:
         k = self.keys
         ids = list(dict.fromkeys(i.item_id for i in items))
-        raw = await self._call("MGET", self._redis.mget([k.item(version, i) for i in ids]))
+        keys = [k.item(version, i) for i in ids] + [k.seeded(version)]
+        *raw, seeded = await self._call("MGET", self._redis.mget(keys))
+        if seeded is None and version in self._catalogs:
+            # Redis lost its data (a restart without persistence, a flush): seed the counters
+            # again before allocating, or new suffixes would repeat the catalog's.
+            log.warning("store: version %s is not seeded in Redis any more; seeding again", version)
+            await self._seed(version)
+            await self._call("SET NX active", self._redis.set(k.active(), version, nx=True))
         olds = {i: _decoded(i, v) for i, v in zip(ids, raw, strict=True)}
         choices, allocs = plan_suffixes(items, olds)
         allocated: list[int] = []

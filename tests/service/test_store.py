@@ -167,3 +167,20 @@ async def test_redis_layout_is_as_documented(
         assert r.exists(f"{prefix}:{version}:seeded")
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("store_kind", ["redis"])
+async def test_redis_that_lost_its_data_is_seeded_again(
+    store: Store, redis_url: str, redis_prefix: str, store_kind: str
+) -> None:
+    assert store_kind == "redis"
+    await store.write("v1", [new("x", (1, 2, 3))])  # suffix 2
+    r = redis.Redis.from_url(redis_url)
+    try:
+        r.delete(*r.scan_iter(match=f"{redis_prefix}:*"))  # as if Redis restarted empty
+    finally:
+        r.close()
+    out = await store.write("v1", [new("y", (1, 2, 3))])
+    assert out[0].suffix == 2  # after the catalog's 0 and 1, not 0 again
+    assert await store.item_for_sid("v1", "1-2-3-1") == "c1"
+    assert await store.active_version() == "v1"

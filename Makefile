@@ -66,6 +66,7 @@ demo: $(VENV)/.installed ## build a bundle from $(DEMO_ITEMS) synthetic items an
 	$(PY) -m codebooks synth --n $(DEMO_ITEMS) --out $(DEMO_DATA)
 	$(PY) -m codebooks build --embeddings $(DEMO_DATA)/embeddings.npy --ids $(DEMO_DATA)/ids.npy --out $(ARTIFACTS)
 	$(PY) -m codebooks inspect "$$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)"
+	$(PY) -m service.demo --artifacts $(ARTIFACTS) --store $(DEMO_DATA)/qarm-store.sqlite3
 
 bench: bench-codebooks ## every benchmark (tables on stdout, JSON under bench/results/)
 
@@ -74,3 +75,13 @@ bench-codebooks: $(VENV)/.installed ## codebook build time, encode throughput an
 
 clean: ## remove the venv, built bundles, data and results (never tracked)
 	rm -rf $(VENV) $(ARTIFACTS) data bench/results .pytest_cache .mypy_cache .ruff_cache
+
+# --- the service (service/) ---
+.PHONY: serve bench-service
+QARM_BENCH_ITEMS ?= 4096
+
+serve: $(VENV)/.installed ## run the service (QARM_* settings; QARM_REDIS_URL=redis://... for Redis)
+	$(PY) -m service
+
+bench-service: redis ## service throughput and latency vs raw encoder+quantizer and raw Redis MGET
+	$(PY) -m bench.service --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/14 --items $(QARM_BENCH_ITEMS)

@@ -57,6 +57,7 @@ lint: $(VENV)/.installed ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/hadolint Dockerfile
 
 format: $(VENV)/.installed ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .

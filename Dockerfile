@@ -9,7 +9,8 @@
 #
 # Without a baked bundle, mount one (read-only) under /bundles: QARM_ARTIFACTS=/bundles and
 # QARM_BUNDLE=latest serve the newest version there; QARM_BUNDLE=/bundles/<version> pins one.
-# No torch, no compilers, no build tools in either final stage; the service runs as uid 10001.
+# No torch, no compilers, no build tools in either final stage; the service runs as uid 10001
+# and cannot write the bundles (root-owned, read-only) or anything but /tmp.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
@@ -72,7 +73,7 @@ RUN apt-get update \
     && groupadd --system --gid 10001 qarm \
     && useradd --system --uid 10001 --gid qarm --home-dir /nonexistent --shell /usr/sbin/nologin qarm
 COPY --from=gpu-builder /opt/venv /opt/venv
-COPY --from=bundle --chown=10001:10001 /bundles /bundles
+COPY --from=bundle /bundles /bundles
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -93,7 +94,7 @@ FROM ${PYTHON_IMAGE} AS cpu
 RUN groupadd --system --gid 10001 qarm \
     && useradd --system --uid 10001 --gid qarm --home-dir /nonexistent --shell /usr/sbin/nologin qarm
 COPY --from=cpu-builder /opt/venv /opt/venv
-COPY --from=bundle --chown=10001:10001 /bundles /bundles
+COPY --from=bundle /bundles /bundles
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

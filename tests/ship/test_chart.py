@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from service.settings import Settings
 from tests.ship.conftest import (
+    CHART,
     NAMESPACE,
     Manifest,
     RenderError,
@@ -181,3 +182,13 @@ def test_dashboard_is_grafana_json_with_every_panel_on_prometheus() -> None:
 def test_release_namespace_is_used_by_the_alerts() -> None:
     rules = one(render({}), "PrometheusRule")["spec"]["groups"][0]["rules"]
     assert all(f'namespace="{NAMESPACE}"' in r["expr"] for r in rules)
+
+
+def test_helm_lint_is_clean() -> None:
+    """`helm lint --strict` (Helm v4's linter through helm-python-sdk) finds no error."""
+    import helm_python
+
+    report = helm_python.lint(CHART, strict=True)
+    errors = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors
+    assert not errors, errors
+    assert not report["errors"]

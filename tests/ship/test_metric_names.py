@@ -94,8 +94,8 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """Sample names /metrics can carry: each family's name with its type's suffixes."""
+async def scraped(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """/metrics of a live app after a write, a read, a rejected write and a failed reload."""
     url = os.environ.get("QARM_TEST_REDIS_URL")
     if not url:
         pytest.fail("QARM_TEST_REDIS_URL is not set: run the tests with `make test`")
@@ -107,7 +107,9 @@ async def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         redis_url=url,
         redis_prefix=prefix,
         max_wait_ms=1.0,
-        tokens=[{"name": "all", "token": "ship-token-0123456789", "scopes": ["write", "read"]}],
+        tokens=[
+            {"name": "all", "token": "ship-token-0123456789", "scopes": ["write", "read", "admin"]}
+        ],
     )
     try:
         async with running(settings) as (_, client):
@@ -121,6 +123,10 @@ async def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
             assert r.status_code == 200, r.text
             r = await client.post("/v1/items", json={"items": [{"id": "bad id"}]}, headers=headers)
             assert r.status_code == 422
+            r = await client.post(
+                "/admin/reload", json={"bundle": str(root / "missing")}, headers=headers
+            )
+            assert r.status_code >= 400
             text = (await client.get("/metrics")).text
     finally:
         client_r = redis.Redis.from_url(url)
@@ -128,11 +134,64 @@ async def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         if keys:
             client_r.delete(*keys)
         client_r.close()
+    return text
+
+
+@pytest.fixture(scope="module")
+def exported(scraped: str) -> set[str]:
+    """Sample names /metrics can carry: each family's name with its type's suffixes."""
     names = set()
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(scraped):
         names |= {family.name + suffix for suffix in SUFFIXES[family.type]}
         names |= {sample.name for sample in family.samples}
     return names
+
+
+@pytest.fixture(scope="module")
+def labels_seen(scraped: str) -> dict[str, set[str]]:
+    """Sample name -> the label names its samples carry (only names that had samples)."""
+    seen: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(scraped):
+        for sample in family.samples:
+            seen.setdefault(sample.name, set()).update(sample.labels)
+    return seen
+
+
+# Labels Prometheus adds to every series it scrapes through the ServiceMonitor.
+TARGET_LABELS = {"job", "namespace", "pod", "instance", "service", "endpoint", "container"}
+
+
+def selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """`name{a="x", b=~"y"}` -> [(name, {a, b})] for every selector with matchers."""
+    out = []
+    for match in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}", expr):
+        keys = set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", match.group(2)))
+        out.append((match.group(1), keys))
+    return out
+
+
+def test_selector_lexer() -> None:
+    assert selectors('rate(qarm_x_total{job=~"$job", kind="a", route!~"/v1/.*"}[5m])') == [
+        ("qarm_x_total", {"job", "kind", "route"})
+    ]
+
+
+@pytest.mark.anyio
+async def test_label_matchers_name_labels_the_metrics_have(
+    labels_seen: dict[str, set[str]],
+) -> None:
+    rules = alert_rules(render({}))
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    exprs += list(dashboard_exprs(dashboard(render({}))))
+    checked = 0
+    for expr in exprs:
+        for name, keys in selectors(expr):
+            if name in EXTERNAL or name not in labels_seen:
+                continue  # no sample of it in this scrape (e.g. no store error happened)
+            unknown = keys - labels_seen[name] - TARGET_LABELS
+            assert not unknown, f"{name} has no label(s) {sorted(unknown)}: {expr}"
+            checked += 1
+    assert checked >= 20
 
 
 @pytest.mark.anyio

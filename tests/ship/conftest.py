@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,16 @@ def render(values: dict[str, Any] | None = None) -> list[Manifest]:
     """
     helm = shutil.which("helm")
     if helm is not None:
-        proc = subprocess.run(
-            [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", "-"],
-            input=json.dumps(values or {}),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            values_file = Path(tmp) / "values.json"  # JSON is YAML
+            values_file.write_text(json.dumps(values or {}))
+            proc = subprocess.run(
+                [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                 "--values", str(values_file)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )  # fmt: skip
         if proc.returncode != 0:
             raise RenderError(proc.stderr)
         texts = [proc.stdout]

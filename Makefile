@@ -57,6 +57,7 @@ lint: $(VENV)/.installed ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/hadolint Dockerfile
 
 format: $(VENV)/.installed ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
@@ -66,6 +67,7 @@ demo: $(VENV)/.installed ## build a bundle from $(DEMO_ITEMS) synthetic items an
 	$(PY) -m codebooks synth --n $(DEMO_ITEMS) --out $(DEMO_DATA)
 	$(PY) -m codebooks build --embeddings $(DEMO_DATA)/embeddings.npy --ids $(DEMO_DATA)/ids.npy --out $(ARTIFACTS)
 	$(PY) -m codebooks inspect "$$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)"
+	$(PY) -m service.demo --artifacts $(ARTIFACTS) --store $(DEMO_DATA)/qarm-store.sqlite3
 
 bench: bench-codebooks ## every benchmark (tables on stdout, JSON under bench/results/)
 
@@ -101,3 +103,41 @@ artifacts-movielens: $(VENV)/.installed-train data ## the same pipeline on Movie
 bench-models: $(VENV)/.installed-train ## pair mining on 1M events; encoder items/s (torch, ORT fp32, ORT int8)
 	$(PY) -m bench.pairs
 	$(PY) -m bench.encoder
+
+# --- the service (service/) ---
+.PHONY: serve bench-service
+QARM_BENCH_ITEMS ?= 4096
+
+serve: $(VENV)/.installed ## run the service (QARM_* settings; QARM_REDIS_URL=redis://... for Redis)
+	$(PY) -m service
+
+bench-service: redis ## service throughput and latency vs raw encoder+quantizer and raw Redis MGET
+	$(PY) -m bench.service --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/14 --items $(QARM_BENCH_ITEMS)
+
+# --- shipping (issue 6): Docker image lint, helm chart tests, load test ---
+.PHONY: promtool loadtest
+LOADTEST_TIME ?= 60
+LOADTEST_USERS ?= 8
+
+promtool: ## install promtool (Debian's prometheus package) unless it is on PATH
+	@if command -v promtool >/dev/null; then \
+		echo "promtool: $$(command -v promtool)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "promtool: installing Debian's prometheus package (only promtool is used; no server is started)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+			|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+		command -v promtool; \
+	else \
+		echo "promtool: not installed; tests/ship checks the alert rules with it."; \
+		echo "          install it (Debian/Ubuntu: apt-get install prometheus; macOS: brew install prometheus)"; \
+		exit 1; \
+	fi
+
+test: promtool
+
+$(VENV)/.installed-loadtest: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[serve,dev,loadtest]'
+	@touch $@
+
+loadtest: redis $(VENV)/.installed-loadtest ## locust vs a local service (LOADTEST_TIME=60 s), then read every acknowledged write back
+	$(PY) -m loadtest.run --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/13 --time $(LOADTEST_TIME) --users $(LOADTEST_USERS)

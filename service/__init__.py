@@ -1,1 +1,5 @@
-"""The FastAPI service: real-time semantic IDs for new items (see ../shared/DESIGN.md; issue 4)."""
+"""The service: FastAPI app that turns new items into semantic IDs and serves them.
+
+Stands on `codebooks/` only (no torch, no `models/`). `create_app(settings)` builds the app;
+`python -m service` runs it under uvicorn.
+"""

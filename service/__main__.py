@@ -1,0 +1,50 @@
+"""`python -m service [--host H] [--port P] [--bundle PATH|latest]`: serve with uvicorn.
+
+Flags override the `QARM_*` environment; everything else is a setting (service/settings.py).
+One worker per process: scale with processes or pods, so each Prometheus scrape sees all of
+one process's counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.logs import configure
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument("--host", help="interface to bind (QARM_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (QARM_PORT, default 8000)")
+    parser.add_argument("--bundle", help="bundle folder or `latest` (QARM_BUNDLE)")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as err:
+        print(f"error: settings: {err}", file=sys.stderr)
+        return 2
+    configure(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

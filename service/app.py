@@ -1,0 +1,190 @@
+"""The app factory and its lifespan: `create_app(settings)` builds an app; nothing is global.
+
+The lifespan owns every resource: the store (Redis pool or SQLite thread), the thread pools
+(decode; encode, one thread), the engine (bundle, ONNX Runtime session, quantizer) and the
+batcher task. Start-up loads and verifies the bundle, warms the encoder, seeds and activates
+the version in the store and starts the batcher; only then does the server accept requests,
+so /readyz is green from the first request it answers. Shutdown (SIGTERM: uvicorn first waits
+for the requests in flight) drains the batcher, then closes the store and pools.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.batcher import Batcher, Limits
+from service.errors import error_body, install
+from service.logs import REQUEST_ID
+from service.metrics import Metrics
+from service.routes import admin, codes, health, items, sids
+from service.settings import Settings
+from service.state import AppState, prepare_engine, publish
+from service.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.tokens:
+            log.warning(
+                "NO AUTH: no bearer tokens are configured (QARM_TOKENS); anyone who reaches "
+                "this port can write and reload. Configure tokens before exposing the service."
+            )
+        store = open_store(settings)
+        decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="qarm-decode")
+        encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
+        batcher: Batcher | None = None
+        try:
+            engine = await prepare_engine(settings, metrics, store, encode_pool, settings.bundle)
+            publish(metrics, engine)
+            log.info(
+                "serving bundle %s from the %s store; encoder on %s",
+                engine.version,
+                store.kind,
+                engine.provider,
+            )
+            batcher = Batcher(
+                store,
+                encode_pool,
+                metrics,
+                limits=Limits(
+                    max_batch=settings.max_batch,
+                    max_tokens=settings.max_batch_tokens,
+                    max_pixels=settings.max_batch_pixels,
+                    max_audio_s=settings.max_batch_audio_s,
+                ),
+                max_wait_s=settings.max_wait_ms / 1000.0,
+                max_queue=settings.max_queue,
+            )
+            batcher.start()
+            app.state.qarm = AppState(
+                settings=settings,
+                metrics=metrics,
+                store=store,
+                batcher=batcher,
+                engine=engine,
+                decode_pool=decode_pool,
+                encode_pool=encode_pool,
+            )
+            yield
+        finally:
+            if batcher is not None:
+                await batcher.close()
+                log.info("batcher drained")
+            app.state.qarm = None
+            await store.close()
+            decode_pool.shutdown(wait=True)
+            encode_pool.shutdown(wait=True)
+
+    app = FastAPI(
+        title="qarm",
+        summary="Semantic IDs (VQ and RQ codes) for recommender items, in real time",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.qarm = None
+    install(app, settings.retry_after_s, lambda kind: metrics.errors.labels(kind).inc())
+    for module in (items, codes, sids, admin, health):
+        app.include_router(module.router)
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+class RequestMiddleware:
+    """Per request: a request id (X-Request-ID or new) for logs and the answer, the body-size
+    limit (413), the request counter and latency histogram by route template, one log line."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                response = JSONResponse(
+                    error_body(
+                        "too_large",
+                        f"body of {int(length)} bytes, more than the limit of "
+                        f"{self.max_body_bytes}",
+                    ),
+                    status_code=413,
+                )
+                self.metrics.errors.labels("too_large").inc()
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, self._limited(receive), send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - start
+            method = scope["method"]
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.request_seconds.labels(template, method, str(status)).observe(elapsed)
+            log.info(
+                "%s %s -> %d",
+                method,
+                template,
+                status,
+                extra={
+                    "method": method,
+                    "route": template,
+                    "status": status,
+                    "duration_s": round(elapsed, 6),
+                },
+            )
+            REQUEST_ID.reset(token)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """A chunked body without Content-Length is cut off at the limit as well."""
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise BodyTooLargeError(self.max_body_bytes)
+            return message
+
+        return limited
+
+
+class BodyTooLargeError(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body of more than the limit of {limit} bytes")

@@ -1,0 +1,142 @@
+"""The bundle's encoder.onnx behind ONNX Runtime, driven by `manifest["encoder"]` alone.
+
+docs/bundle.md (the encoder contract) says what goes in: token ids and attention mask from
+`tokenizer.json`, truncated to `max_text_tokens`; an RGB image in [0, 1] resized to
+`image_size` square with an `image_mask`; a mono waveform at `audio_sample_rate`, cropped or
+padded to `audio_samples`, with an `audio_mask`. The output is an L2-normalised float32
+(batch, d). Whatever encoder the models room exports to that contract drops in unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, ValidationError
+from tokenizers import Tokenizer
+
+from codebooks import BundleError
+
+log = logging.getLogger(__name__)
+
+Float32Array = npt.NDArray[np.float32]
+Int64Array = npt.NDArray[np.int64]
+
+MULTIMODAL_INPUTS = ("input_ids", "attention_mask", "image", "image_mask", "audio", "audio_mask")
+
+
+class EncoderSpec(BaseModel):
+    """`manifest["encoder"]` as docs/bundle.md defines it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    file: str
+    mode: Literal["multimodal", "features"]
+    tokenizer: str | None = None
+    max_text_tokens: int = 32
+    image_size: int = 64
+    audio_sample_rate: int = 16000
+    audio_samples: int = 16000
+    output: str = "embedding"
+
+
+@dataclass(frozen=True)
+class Content:
+    """One item's encoder inputs after decoding; None where the item has no such field."""
+
+    tokens: Int64Array | None  # (T,) token ids, T <= max_text_tokens
+    image: Float32Array | None  # (3, S, S) RGB in [0, 1]
+    audio: Float32Array | None  # (audio_samples,) mono
+
+
+def providers(choice: Literal["auto", "cpu", "cuda"]) -> list[str]:
+    """ONNX Runtime execution providers for `choice`, CUDA first when asked or available."""
+    available = ort.get_available_providers()
+    if choice == "cuda" and "CUDAExecutionProvider" not in available:
+        raise RuntimeError(
+            "execution_provider=cuda, but ONNX Runtime has no CUDAExecutionProvider "
+            f"(available: {available}); install onnxruntime-gpu (the `gpu` extra)"
+        )
+    if choice != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class Encoder:
+    """An ONNX Runtime session and the tokenizer of one bundle; `run` is thread-safe."""
+
+    def __init__(
+        self,
+        bundle_path: Path,
+        spec_fields: dict[str, Any],
+        *,
+        provider: Literal["auto", "cpu", "cuda"],
+        threads: int,
+    ) -> None:
+        try:
+            self.spec = EncoderSpec.model_validate(spec_fields)
+        except ValidationError as err:
+            raise BundleError(f"{bundle_path / 'manifest.json'}: encoder section: {err}") from err
+        if self.spec.mode != "multimodal":
+            raise BundleError(
+                f"{bundle_path / 'manifest.json'}: encoder mode {self.spec.mode!r}: "
+                "this service feeds `multimodal` encoders (send embeddings otherwise)"
+            )
+        if self.spec.tokenizer is None:
+            raise BundleError(f"{bundle_path / 'manifest.json'}: encoder has no tokenizer")
+        self.tokenizer = Tokenizer.from_file(str(bundle_path / self.spec.tokenizer))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.spec.max_text_tokens)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(bundle_path / self.spec.file), options, providers=providers(provider)
+        )
+        self.provider = self.session.get_providers()[0]
+        names = {i.name for i in self.session.get_inputs()}
+        missing = [n for n in MULTIMODAL_INPUTS if n not in names]
+        if missing:
+            raise BundleError(f"{bundle_path / self.spec.file}: lacks inputs {missing}")
+        log.info("encoder %s on %s", bundle_path / self.spec.file, self.provider)
+
+    def tokenize(self, text: str) -> Int64Array:
+        ids: Int64Array = np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)
+        return ids
+
+    def run(self, items: list[Content]) -> Float32Array:
+        """len(items) contents -> (len(items), d) float32 embeddings."""
+        b, s = len(items), self.spec.image_size
+        longest = max([len(c.tokens) for c in items if c.tokens is not None] + [1])
+        input_ids = np.zeros((b, longest), dtype=np.int64)
+        attention = np.zeros((b, longest), dtype=np.int64)
+        image = np.zeros((b, 3, s, s), dtype=np.float32)
+        image_mask = np.zeros(b, dtype=np.float32)
+        audio = np.zeros((b, self.spec.audio_samples), dtype=np.float32)
+        audio_mask = np.zeros(b, dtype=np.float32)
+        for row, c in enumerate(items):
+            if c.tokens is not None:
+                input_ids[row, : len(c.tokens)] = c.tokens
+                attention[row, : len(c.tokens)] = 1
+            if c.image is not None:
+                image[row], image_mask[row] = c.image, 1.0
+            if c.audio is not None:
+                audio[row], audio_mask[row] = c.audio, 1.0
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "image": image,
+            "image_mask": image_mask,
+            "audio": audio,
+            "audio_mask": audio_mask,
+        }
+        (out,) = self.session.run([self.spec.output], feeds)
+        result = np.asarray(out, dtype=np.float32)
+        if result.shape[0] != b:
+            raise RuntimeError(f"encoder answered {result.shape[0]} rows for {b} items")
+        return result

@@ -1,0 +1,177 @@
+"""One error type per failure kind, and the one place that maps them to HTTP answers.
+
+Every error body has the same shape:
+`{"error": {"kind": ..., "message": ..., "item": {"index", "id", "field"} | null}}`.
+503s carry `Retry-After`. Routes and the batcher raise these; `install` maps them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+
+class ItemRef(BaseModel):
+    """Which item of a request an error is about."""
+
+    index: int | None = None  # position in the request's `items`
+    id: str | None = None
+    field: str | None = None  # text, image, audio, embedding, id, ...
+
+
+class ServiceError(Exception):
+    """Base of the service's errors: `status` and `kind` say how it is answered."""
+
+    status = 500
+    kind = "internal"
+
+    def __init__(self, message: str, *, item: ItemRef | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.item = item
+
+
+class InvalidInputError(ServiceError):
+    """An item or field breaks the API's rules (422)."""
+
+    status = 422
+    kind = "invalid_input"
+
+
+class BadRequestError(ServiceError):
+    """A malformed path parameter, e.g. an RQ prefix (400)."""
+
+    status = 400
+    kind = "bad_request"
+
+
+class TooLargeError(ServiceError):
+    """A body over `max_body_bytes` (413)."""
+
+    status = 413
+    kind = "too_large"
+
+
+class NotFoundError(ServiceError):
+    status = 404
+    kind = "not_found"
+
+
+class UnauthorizedError(ServiceError):
+    status = 401
+    kind = "unauthorized"
+
+
+class ForbiddenError(ServiceError):
+    status = 403
+    kind = "forbidden"
+
+
+class UnavailableError(ServiceError):
+    """Base of the 503s; each answers with Retry-After."""
+
+    status = 503
+    kind = "unavailable"
+
+
+class OverloadedError(UnavailableError):
+    """The batcher's queue is full."""
+
+    kind = "overloaded"
+
+
+class DeadlineExceededError(UnavailableError):
+    """The write's deadline passed before the batcher reached it; it was dropped."""
+
+    kind = "deadline_exceeded"
+
+
+class StoreUnavailableError(UnavailableError):
+    """The store did not answer or failed; nothing of the write was acknowledged."""
+
+    kind = "store_unavailable"
+
+
+class BatcherDeadError(UnavailableError):
+    """The batcher task stopped; the service is not ready."""
+
+    kind = "batcher_dead"
+
+
+class NotReadyError(UnavailableError):
+    kind = "not_ready"
+
+
+class EncoderFailedError(ServiceError):
+    """The encoder or quantizer raised on a batch (500); the batch was not written."""
+
+    kind = "encoder_failed"
+
+
+class ReloadFailedError(ServiceError):
+    """The bundle asked for cannot be loaded (409); the old one keeps serving."""
+
+    status = 409
+    kind = "reload_failed"
+
+
+def error_body(kind: str, message: str, item: ItemRef | None = None) -> dict[str, Any]:
+    return {
+        "error": {
+            "kind": kind,
+            "message": message,
+            "item": item.model_dump() if item is not None else None,
+        }
+    }
+
+
+def install(app: FastAPI, retry_after_s: int, count_error: Any) -> None:
+    """Map ServiceError and FastAPI's validation errors to JSON; `count_error(kind)` counts."""
+
+    async def on_service_error(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, ServiceError)
+        count_error(err.kind)
+        headers = {"Retry-After": str(retry_after_s)} if isinstance(err, UnavailableError) else None
+        if err.status >= 500:
+            log.warning("answered %d %s: %s", err.status, err.kind, err.message)
+        return JSONResponse(
+            error_body(err.kind, err.message, err.item), status_code=err.status, headers=headers
+        )
+
+    async def on_validation_error(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, RequestValidationError)
+        count_error(InvalidInputError.kind)
+        first = err.errors()[0]
+        loc = [str(p) for p in first.get("loc", ())]
+        item = _item_of(loc, err.body)
+        where = ".".join(loc)
+        message = f"{where}: {first.get('msg', 'invalid')}"
+        return JSONResponse(error_body(InvalidInputError.kind, message, item), status_code=422)
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+
+
+def _item_of(loc: list[str], body: Any) -> ItemRef | None:
+    """`["body", "items", "3", "embedding", ...]` -> item 3 with its id and field."""
+    if len(loc) >= 3 and loc[:2] == ["body", "items"] and loc[2].isdigit():
+        index = int(loc[2])
+        item_id = None
+        items = body.get("items") if isinstance(body, dict) else None
+        if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
+            raw = items[index].get("id")
+            item_id = raw if isinstance(raw, str) else None
+        field = loc[3] if len(loc) > 3 else None
+        return ItemRef(index=index, id=item_id, field=field)
+    if len(loc) >= 2 and loc[0] == "body":
+        return ItemRef(field=loc[1] if loc[1] != "ids" else "ids")
+    if len(loc) >= 2 and loc[0] == "path":
+        return ItemRef(field=loc[1])
+    return None

@@ -1,0 +1,69 @@
+"""Prometheus metrics: one registry per app (no module globals), `qarm_` prefix, base units,
+explicit buckets (powers of two for batch sizes), one histogram per stage."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZES = tuple(float(2**i) for i in range(11))  # 1 .. 1024
+STAGES = ("decode", "encode", "quantize", "store")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.requests = Counter(
+            "qarm_requests", "HTTP requests answered", ["route", "method", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "qarm_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "method", "status"],
+            buckets=SECONDS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "qarm_batch_size_items", "items per encoder batch", buckets=BATCH_SIZES, registry=r
+        )
+        self.queue_depth = Gauge(
+            "qarm_queue_depth_items", "items waiting to be batched", registry=r
+        )
+        self.queue_wait = Histogram(
+            "qarm_queue_wait_seconds",
+            "time an item waited in the queue before its batch started",
+            buckets=SECONDS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "qarm_stage_duration_seconds",
+            "time of one stage: decode (per request), encode/quantize/store (per batch)",
+            ["stage"],
+            buckets=SECONDS,
+            registry=r,
+        )
+        self.items_encoded = Counter(
+            "qarm_items_encoded", "items encoded and stored", ["source"], registry=r
+        )
+        self.dropped = Counter(
+            "qarm_items_dropped", "queued items dropped before the encoder", ["reason"], registry=r
+        )
+        self.errors = Counter("qarm_errors", "errors answered, by kind", ["kind"], registry=r)
+        self.store_errors = Counter(
+            "qarm_store_errors", "store operations that failed", ["store", "op"], registry=r
+        )
+        self.bundle = Info("qarm_bundle", "the active bundle", registry=r)
+        self.encoder = Info("qarm_encoder", "the encoder's ONNX Runtime provider", registry=r)
+        self.reloads = Counter("qarm_reloads", "bundle reloads", ["result"], registry=r)
+        for stage in STAGES:  # every series exists from the first scrape
+            self.stage_seconds.labels(stage)

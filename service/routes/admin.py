@@ -1,0 +1,23 @@
+"""Operating the service: switching bundles without a restart."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from service.deps import AdminAuth, StateDep
+from service.schemas import ReloadIn, ReloadOut
+from service.state import reload
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.post("/reload", dependencies=[AdminAuth])
+async def reload_bundle(
+    state: StateDep, body: Annotated[ReloadIn | None, Body()] = None
+) -> ReloadOut:
+    """Load a bundle (default: the newest under artifacts), activate it in the store and
+    switch to it atomically; requests in flight finish on the previous one."""
+    previous, version = await reload(state, (body or ReloadIn()).bundle)
+    return ReloadOut(previous_version=previous, bundle_version=version)

@@ -1,0 +1,65 @@
+"""Reading codes in bulk, and items by RQ prefix."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service.deps import EngineDep, ReadAuth, StateDep
+from service.errors import BadRequestError, InvalidInputError, ItemRef
+from service.routes.items import codes_out
+from service.routes.reads import guarded, read_codes
+from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut
+
+router = APIRouter(prefix="/v1", tags=["codes"])
+
+PREFIX = re.compile(r"^[0-9]{1,5}(-[0-9]{1,5})*$")
+
+
+@router.post("/codes:batchGet", dependencies=[ReadAuth])
+async def batch_get(body: BatchGetIn, state: StateDep, engine: EngineDep) -> BatchGetOut:
+    """Codes of up to max_batch_get ids, in request order; null for an unknown id."""
+    limit = state.settings.max_batch_get
+    if len(body.ids) > limit:
+        raise InvalidInputError(
+            f"ids: {len(body.ids)} ids, more than the limit of {limit}", item=ItemRef(field="ids")
+        )
+    records = await read_codes(state, engine.version, body.ids)
+    return BatchGetOut(
+        bundle_version=engine.version,
+        items=[codes_out(r, engine.version) if r is not None else None for r in records],
+    )
+
+
+@router.get("/codes/rq/{prefix}/items", dependencies=[ReadAuth])
+async def items_by_prefix(
+    prefix: str,
+    state: StateDep,
+    engine: EngineDep,
+    limit: Annotated[int, Query(ge=1, description="most items answered")] = 100,
+) -> PrefixItemsOut:
+    """Items whose first l RQ codes are `prefix` (`c1-c2-...-cl`, 1 <= l <= L)."""
+    codes = parse_prefix(prefix, engine.levels, engine.bundle.manifest.centroids)
+    cap = state.settings.max_prefix_items
+    if limit > cap:
+        raise BadRequestError(f"limit {limit} is more than the cap of {cap} items per lookup")
+    items = await guarded(
+        state, "prefix", state.store.items_for_prefix(engine.version, codes, limit)
+    )
+    return PrefixItemsOut(prefix=codes, items=items, bundle_version=engine.version)
+
+
+def parse_prefix(text: str, levels: int, centroids: int) -> list[int]:
+    """`12-0-255` -> [12, 0, 255]; 400 unless 1..L integers each in 0..Nc-1."""
+    if not PREFIX.match(text):
+        raise BadRequestError(f"prefix {text!r}: expected 1..{levels} codes joined by '-'")
+    codes = [int(c) for c in text.split("-")]
+    if len(codes) > levels:
+        raise BadRequestError(
+            f"prefix {text!r}: {len(codes)} codes, the bundle has {levels} levels"
+        )
+    if max(codes) >= centroids:
+        raise BadRequestError(f"prefix {text!r}: a code >= {centroids} (Nc)")
+    return codes

@@ -1,0 +1,48 @@
+"""Liveness, readiness and the Prometheus scrape."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.schemas import Health
+from service.state import AppState
+from service.store import StoreError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """The process is alive and answering."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health)
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the bundle is loaded and warmed up, the batcher runs and the store answers."""
+    state = getattr(request.app.state, "qarm", None)
+    if not isinstance(state, AppState):
+        return _not_ready(None, "starting: the bundle is not loaded yet")
+    version = state.engine.version
+    if not state.batcher.alive:
+        return _not_ready(version, f"the batcher is not running ({state.batcher.error!r})")
+    try:
+        await state.store.ping()
+    except StoreError as err:
+        state.metrics.store_errors.labels(state.store.kind, "ping").inc()
+        return _not_ready(version, f"the store does not answer: {err}")
+    return JSONResponse(Health(status="ready", bundle_version=version).model_dump())
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _not_ready(version: str | None, detail: str) -> JSONResponse:
+    body = Health(status="not_ready", bundle_version=version, detail=detail).model_dump()
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})

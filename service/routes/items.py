@@ -1,0 +1,77 @@
+"""Writing items (POST /v1/items, PUT /v1/items/{id}) and reading one item's codes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from service.deps import EngineDep, ReadAuth, StateDep, WriteAuth
+from service.engine import Engine, Prepared
+from service.errors import InvalidInputError, ItemRef, NotFoundError
+from service.routes.reads import read_codes
+from service.schemas import ID_PATTERN, Codes, ItemBody, ItemIn, ItemsIn, ItemsOut
+from service.state import AppState
+from service.store import StoredCodes
+
+router = APIRouter(prefix="/v1", tags=["items"])
+
+PathId = Annotated[str, Path(pattern=ID_PATTERN, description="the item id")]
+
+
+def codes_out(record: StoredCodes, version: str) -> Codes:
+    return Codes(
+        id=record.item_id,
+        vq=list(record.vq),
+        rq=list(record.rq),
+        suffix=record.suffix,
+        sid=record.sid,
+        bundle_version=version,
+    )
+
+
+@router.post("/items", dependencies=[WriteAuth])
+async def post_items(body: ItemsIn, state: StateDep, engine: EngineDep) -> ItemsOut:
+    """Encode 1..max_items_per_request items; answers after their codes are in the store."""
+    limit = state.settings.max_items_per_request
+    if len(body.items) > limit:
+        raise InvalidInputError(
+            f"items: {len(body.items)} items, more than the limit of {limit} per request",
+            item=ItemRef(field="items"),
+        )
+    return await encode(state, engine, body.items)
+
+
+@router.put("/items/{item_id}", dependencies=[WriteAuth])
+async def put_item(item_id: PathId, body: ItemBody, state: StateDep, engine: EngineDep) -> Codes:
+    """Encode one item whose id is in the path."""
+    out = await encode(state, engine, [ItemIn(id=item_id, **body.model_dump())])
+    return out.items[0]
+
+
+@router.get("/items/{item_id}/codes", dependencies=[ReadAuth])
+async def get_codes(item_id: PathId, state: StateDep, engine: EngineDep) -> Codes:
+    (record,) = await read_codes(state, engine.version, [item_id])
+    if record is None:
+        raise NotFoundError(f"item {item_id!r} has no codes under bundle {engine.version}")
+    return codes_out(record, engine.version)
+
+
+async def encode(state: AppState, engine: Engine, items: list[ItemIn]) -> ItemsOut:
+    """Decode every item (all or nothing, in the decode pool), then batch-encode and store."""
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    prepared = await loop.run_in_executor(state.decode_pool, _prepare_all, engine, items)
+    state.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
+    records = await state.batcher.submit(engine, prepared, state.settings.request_timeout_s)
+    return ItemsOut(
+        bundle_version=engine.version,
+        items=[codes_out(r, engine.version) for r in records],
+    )
+
+
+def _prepare_all(engine: Engine, items: list[ItemIn]) -> list[Prepared]:
+    """The first bad item raises InvalidInputError, so a request with a bad item writes nothing."""
+    return [engine.prepare(item, index) for index, item in enumerate(items)]

@@ -1,0 +1,29 @@
+"""Reverse lookup: semantic ID -> item."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter
+
+from service.deps import EngineDep, ReadAuth, StateDep
+from service.errors import BadRequestError, NotFoundError
+from service.routes.reads import guarded
+from service.schemas import SidOut
+
+router = APIRouter(prefix="/v1", tags=["sids"])
+
+SID = re.compile(r"^[0-9]{1,9}(-[0-9]{1,9})*$")
+
+
+@router.get("/sids/{sid}", dependencies=[ReadAuth])
+async def item_for_sid(sid: str, state: StateDep, engine: EngineDep) -> SidOut:
+    """The item whose semantic ID (`c1-...-cL-suffix`) this is."""
+    levels = engine.levels
+    if not SID.match(sid) or len(sid.split("-")) != levels + 1:
+        raise BadRequestError(f"sid {sid!r}: expected {levels} RQ codes and a suffix joined by '-'")
+    sid = "-".join(str(int(part)) for part in sid.split("-"))  # as stored: no leading zeros
+    item_id = await guarded(state, "sid", state.store.item_for_sid(engine.version, sid))
+    if item_id is None:
+        raise NotFoundError(f"no item has semantic ID {sid!r} under bundle {engine.version}")
+    return SidOut(sid=sid, id=item_id, bundle_version=engine.version)

@@ -1,0 +1,97 @@
+"""The API's request and response bodies (they are the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+ItemId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+
+class ItemIn(BaseModel):
+    """One item: its content (any of text, image, audio) or an embedding computed elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: ItemId = Field(description="1..128 characters of [A-Za-z0-9_.:-]")
+    text: str | None = Field(None, description="title, description, ...")
+    image: str | None = Field(None, description="base64 JPEG or PNG (standard alphabet)")
+    audio: str | None = Field(None, description="base64 PCM WAV")
+    embedding: list[float] | None = Field(
+        None, description="d floats, for callers that already have the item's embedding"
+    )
+
+
+class ItemBody(BaseModel):
+    """PUT /v1/items/{id}: one item, its id from the path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = None
+    image: str | None = None
+    audio: str | None = None
+    embedding: list[float] | None = None
+
+
+class ItemsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(min_length=1, description="1..max_items_per_request items")
+
+
+class Codes(BaseModel):
+    """An item's codes under one bundle version."""
+
+    id: str
+    vq: list[int] = Field(description="K row ids into the bundle's item_ids, nearest first")
+    rq: list[int] = Field(description="L RQ codes, coarse to fine")
+    suffix: int = Field(description="disambiguation suffix; (rq, suffix) is unique")
+    sid: str = Field(description="semantic ID: the RQ codes and the suffix joined by '-'")
+    bundle_version: str
+
+
+class ItemsOut(BaseModel):
+    bundle_version: str
+    items: list[Codes]
+
+
+class BatchGetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(min_length=1, description="1..max_batch_get item ids")
+
+
+class BatchGetOut(BaseModel):
+    bundle_version: str
+    items: list[Codes | None] = Field(description="in request order; null for unknown ids")
+
+
+class SidOut(BaseModel):
+    sid: str
+    id: str
+    bundle_version: str
+
+
+class PrefixItemsOut(BaseModel):
+    prefix: list[int]
+    items: list[str] = Field(description="item ids in byte order, at most `limit`")
+    bundle_version: str
+
+
+class ReloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: str = Field("latest", description="a bundle folder, or `latest` under artifacts")
+
+
+class ReloadOut(BaseModel):
+    previous_version: str
+    bundle_version: str
+
+
+class Health(BaseModel):
+    status: str
+    bundle_version: str | None = None
+    detail: str | None = None

@@ -1,0 +1,113 @@
+"""Every setting of the service: one pydantic-settings class, env prefix `QARM_`, read once.
+
+`python -m service` builds it from the environment (and its flags) and hands it to
+`create_app(settings)`; nothing else reads the environment. Secrets (tokens, the Redis URL,
+which may carry a password) are `SecretStr`, so they never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from codebooks import latest_bundle
+
+Scope = Literal["write", "read", "admin"]
+
+# A bearer token shorter than this is guessable; the settings refuse it.
+MIN_TOKEN_CHARS = 16
+
+
+class TokenSetting(BaseModel):
+    """One bearer token and what it may do; `name` is what logs and metrics show."""
+
+    name: str = Field(description="label for logs; the token itself is never logged")
+    token: SecretStr = Field(description=f"the bearer token, at least {MIN_TOKEN_CHARS} chars")
+    scopes: list[Scope] = Field(description="write (POST/PUT), read (GET, batchGet), admin")
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"a token must be at least {MIN_TOKEN_CHARS} characters")
+        return value
+
+
+class Settings(BaseSettings):
+    """The service's settings; each is also the env variable `QARM_<NAME>` (JSON for lists)."""
+
+    model_config = SettingsConfigDict(env_prefix="QARM_", extra="forbid", frozen=True)
+
+    # --- where to listen and what to serve
+    host: str = Field("127.0.0.1", description="interface uvicorn binds")
+    port: int = Field(8000, ge=1, le=65535, description="port uvicorn binds")
+    bundle: str = Field("latest", description="bundle folder, or `latest` under `artifacts`")
+    artifacts: Path = Field(Path("artifacts"), description="where `latest` bundles are found")
+    execution_provider: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="ONNX Runtime provider: auto takes CUDA when onnxruntime-gpu sees one"
+    )
+    seed_catalog: bool = Field(
+        True,
+        description="on activation also write the catalog's semantic IDs and RQ-prefix sets "
+        "(reverse lookups of catalog items); suffix counters are seeded always",
+    )
+    warmup: bool = Field(True, description="run the encoder once before /readyz says ready")
+
+    # --- the store
+    redis_url: SecretStr | None = Field(
+        None, description="redis://host:port/db; unset: the embedded SQLite store"
+    )
+    redis_prefix: str = Field("qarm", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="key prefix")
+    redis_pool_size: int = Field(64, ge=1, description="connections in the Redis pool")
+    redis_timeout_s: float = Field(1.0, gt=0, description="Redis connect and socket timeout")
+    sqlite_path: Path = Field(
+        Path("data/qarm-store.sqlite3"), description="the embedded store's file (WAL mode)"
+    )
+
+    # --- the micro-batcher
+    max_batch: int = Field(64, ge=1, description="items in one encoder batch")
+    max_wait_ms: float = Field(5.0, ge=0, description="longest wait for a batch to fill")
+    max_queue: int = Field(2048, ge=1, description="items waiting; beyond it: 503 + Retry-After")
+    max_batch_tokens: int = Field(16384, ge=1, description="text tokens in one batch")
+    max_batch_pixels: int = Field(
+        64 * 3 * 224 * 224, ge=1, description="image values (3 x size^2 per image) in one batch"
+    )
+    max_batch_audio_s: float = Field(640.0, gt=0, description="seconds of audio in one batch")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="deadline of a write; work still queued past it is dropped"
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After on 503")
+    decode_threads: int = Field(2, ge=1, description="threads decoding images/audio/text")
+    encoder_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: auto)")
+
+    # --- limits on input
+    max_items_per_request: int = Field(256, ge=1, description="items in one POST /v1/items")
+    max_batch_get: int = Field(1000, ge=1, description="ids in one POST /v1/codes:batchGet")
+    max_text_chars: int = Field(10_000, ge=1, description="characters of an item's text")
+    max_image_bytes: int = Field(10 << 20, ge=1, description="bytes of an encoded image")
+    max_image_pixels: int = Field(25_000_000, ge=1, description="width x height of an image")
+    max_audio_bytes: int = Field(20 << 20, ge=1, description="bytes of a WAV file")
+    max_audio_s: float = Field(60.0, gt=0, description="seconds of an item's audio")
+    max_body_bytes: int = Field(64 << 20, ge=1, description="bytes of a request body")
+    max_prefix_items: int = Field(1000, ge=1, description="most items one prefix lookup answers")
+
+    # --- auth and logs
+    tokens: list[TokenSetting] = Field(
+        default_factory=list, description="bearer tokens (JSON); none: the API is open (warned)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> Settings:
+        secrets = [t.token.get_secret_value() for t in self.tokens]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("tokens: the same token is configured twice")
+        return self
+
+    def bundle_path(self, bundle: str | None = None) -> Path:
+        """The folder of `bundle` (default: the `bundle` setting); `latest` is resolved now."""
+        choice = bundle or self.bundle
+        return latest_bundle(self.artifacts) if choice == "latest" else Path(choice)

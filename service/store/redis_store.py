@@ -1,0 +1,193 @@
+"""The Redis store: redis-py asyncio (hiredis parser) over one connection pool.
+
+A write takes three round trips: MGET of the items' current records, one pipeline of INCRs on
+the tuple counters of the items that need a new suffix (INCR is atomic, so concurrent writers
+never share a suffix), and one MULTI/EXEC pipeline with every record, semantic-ID key and
+prefix-set change of the batch. Any Redis failure raises StoreError; the pool reconnects by
+itself on the next call, so the service recovers without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from service.store.base import (
+    Catalog,
+    NewCodes,
+    Store,
+    StoredCodes,
+    StoreError,
+    codes_key,
+    decode_value,
+    encode_value,
+    final_writes,
+    plan_suffixes,
+    prefixes,
+    resolve,
+    seed_counters,
+    sid_of,
+    stale_prefixes,
+)
+
+log = logging.getLogger(__name__)
+
+SEED_CHUNK = 10_000  # commands per pipeline while seeding a version
+
+
+class Keys:
+    """The key schema (docs/store.md)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def active(self) -> str:
+        return f"{self.prefix}:active"
+
+    def seeded(self, v: str) -> str:
+        return f"{self.prefix}:{v}:seeded"
+
+    def item(self, v: str, item_id: str) -> str:
+        return f"{self.prefix}:{v}:item:{item_id}"
+
+    def sid(self, v: str, sid: str) -> str:
+        return f"{self.prefix}:{v}:sid:{sid}"
+
+    def counter(self, v: str, rq: Sequence[int] | str) -> str:
+        return f"{self.prefix}:{v}:ctr:{rq if isinstance(rq, str) else codes_key(rq)}"
+
+    def prefix_set(self, v: str, codes: Sequence[int]) -> str:
+        return f"{self.prefix}:{v}:rqp:{codes_key(codes)}"
+
+
+class RedisStore(Store):
+    kind = "redis"
+
+    def __init__(self, url: str, *, prefix: str, pool_size: int, timeout_s: float) -> None:
+        # One try, no retry loop: a dead Redis must fail fast into a 503 with Retry-After.
+        self._pool = ConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._redis = Redis(connection_pool=self._pool)
+        self.keys = Keys(prefix)
+        # The catalog of each version this store activated, to seed it again if Redis loses it.
+        self._catalogs: dict[str, tuple[Catalog, bool]] = {}
+
+    async def _call(self, what: str, op: Any) -> Any:
+        try:
+            return await op
+        except (TimeoutError, RedisError, OSError) as err:
+            raise StoreError(f"redis {what}: {type(err).__name__}: {err}") from err
+
+    async def ping(self) -> None:
+        await self._call("PING", self._redis.ping())
+
+    async def active_version(self) -> str | None:
+        value = await self._call("GET active", self._redis.get(self.keys.active()))
+        return value.decode() if value is not None else None
+
+    async def activate(self, version: str, catalog: Catalog, *, seed_lookups: bool) -> None:
+        self._catalogs[version] = (catalog, seed_lookups)
+        if not await self._call("EXISTS seeded", self._redis.exists(self.keys.seeded(version))):
+            await self._seed(version)
+        await self._call("SET active", self._redis.set(self.keys.active(), version.encode()))
+
+    async def _seed(self, version: str) -> None:
+        catalog, seed_lookups = self._catalogs[version]
+        k = self.keys
+        commands = await asyncio.to_thread(_seed_commands, k, version, catalog, seed_lookups)
+        for start in range(0, len(commands), SEED_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            for name, args in commands[start : start + SEED_CHUNK]:
+                getattr(pipe, name)(*args)
+            await self._call("seed pipeline", pipe.execute())
+        await self._call("SET seeded", self._redis.set(k.seeded(version), b"1"))
+        log.info("store: seeded version %s (%d commands)", version, len(commands))
+
+    async def write(self, version: str, items: Sequence[NewCodes]) -> list[StoredCodes]:
+        k = self.keys
+        ids = list(dict.fromkeys(i.item_id for i in items))
+        keys = [k.item(version, i) for i in ids] + [k.seeded(version)]
+        *raw, seeded = await self._call("MGET", self._redis.mget(keys))
+        if seeded is None and version in self._catalogs:
+            # Redis lost its data (a restart without persistence, a flush): seed the counters
+            # again before allocating, or new suffixes would repeat the catalog's.
+            log.warning("store: version %s is not seeded in Redis any more; seeding again", version)
+            await self._seed(version)
+            await self._call("SET NX active", self._redis.set(k.active(), version, nx=True))
+        olds = {i: _decoded(i, v) for i, v in zip(ids, raw, strict=True)}
+        choices, allocs = plan_suffixes(items, olds)
+        allocated: list[int] = []
+        if allocs:
+            pipe = self._redis.pipeline(transaction=False)
+            for rq in allocs:
+                pipe.incr(k.counter(version, rq))
+            allocated = [int(n) - 1 for n in await self._call("INCR", pipe.execute())]
+        records = resolve(items, choices, allocated)
+        pipe = self._redis.pipeline(transaction=True)
+        for new, old in final_writes(items, records, olds):
+            pipe.set(k.item(version, new.item_id), encode_value(new))
+            if old is not None and (old.rq, old.suffix) != (new.rq, new.suffix):
+                pipe.delete(k.sid(version, old.sid))
+            for stale in stale_prefixes(new, old):
+                pipe.zrem(k.prefix_set(version, stale), new.item_id)
+            pipe.set(k.sid(version, new.sid), new.item_id.encode())
+            for p in prefixes(new.rq):
+                pipe.zadd(k.prefix_set(version, p), {new.item_id: 0})
+        await self._call("MULTI/EXEC", pipe.execute())
+        return records
+
+    async def get_many(self, version: str, ids: Sequence[str]) -> list[StoredCodes | None]:
+        raw = await self._call("MGET", self._redis.mget([self.keys.item(version, i) for i in ids]))
+        return [_decoded(i, v) for i, v in zip(ids, raw, strict=True)]
+
+    async def item_for_sid(self, version: str, sid: str) -> str | None:
+        value = await self._call("GET sid", self._redis.get(self.keys.sid(version, sid)))
+        return value.decode() if value is not None else None
+
+    async def items_for_prefix(self, version: str, prefix: Sequence[int], limit: int) -> list[str]:
+        key = self.keys.prefix_set(version, prefix)
+        members = await self._call("ZRANGE", self._redis.zrange(key, 0, limit - 1))
+        return [m.decode() for m in members]
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self._pool.aclose()
+
+
+def _decoded(item_id: str, value: bytes | None) -> StoredCodes | None:
+    return decode_value(item_id, value) if value is not None else None
+
+
+def _seed_commands(
+    k: Keys, version: str, catalog: Catalog, seed_lookups: bool
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The commands that seed a version (CPU work: built in a thread). NX everywhere: seeding
+    again never lowers a counter or moves a semantic ID that is in use."""
+    commands: list[tuple[str, tuple[Any, ...]]] = [
+        ("set", (k.counter(version, key), next_free, None, None, True))
+        for key, next_free in seed_counters(catalog).items()
+    ]
+    if seed_lookups:
+        for item_id, rq, suffix in zip(
+            catalog.item_ids.tolist(),
+            catalog.rq_codes.tolist(),
+            catalog.sid_suffix.tolist(),
+            strict=True,
+        ):
+            sid_key = k.sid(version, sid_of(rq, suffix))
+            commands.append(("set", (sid_key, item_id, None, None, True)))
+            for p in prefixes(tuple(rq)):
+                commands.append(("zadd", (k.prefix_set(version, p), {item_id: 0})))
+    return commands

@@ -1,0 +1,165 @@
+"""Fixtures for the service tests: tiny bundles with the tiny encoder, settings per store,
+a running app (lifespan + httpx), media helpers, and a real Redis (QARM_TEST_REDIS_URL)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import uuid
+import wave
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis
+from fastapi import FastAPI
+from PIL import Image
+
+from codebooks.build import BuildConfig, build
+from codebooks.synthetic import clustered_embeddings
+from service.app import create_app
+from service.settings import Settings
+from tests.service.tiny_encoder import build_encoder, build_tokenizer, encoder_spec
+
+DIM = 16
+READ = "read-token-0123456789"
+WRITE = "write-token-0123456789"
+ADMIN = "admin-token-0123456789"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_bundle(root: Path, work: Path, *, seed: int, with_encoder: bool = True) -> Path:
+    catalog = clustered_embeddings(600, DIM, groups=6, subgroups=3, seed=seed)
+    config = BuildConfig(k=5, levels=3, centroids=8, niter=5, train_items=600, seed=seed, gpu="off")
+    if not with_encoder:
+        return build(catalog.ids, catalog.embeddings, config, root)
+    work.mkdir(parents=True, exist_ok=True)
+    extra = {
+        "encoder.onnx": build_encoder(work / "encoder.onnx", DIM, seed=seed),
+        "tokenizer.json": build_tokenizer(work / "tokenizer.json"),
+    }
+    return build(
+        catalog.ids, catalog.embeddings, config, root, extra_files=extra, encoder=encoder_spec()
+    )
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two bundles with encoders (`a`, `b`: another seed) and one without (`plain`)."""
+    root = tmp_path_factory.mktemp("artifacts")
+    work = tmp_path_factory.mktemp("encoder")
+    return {
+        "a": make_bundle(root / "a", work / "a", seed=1),
+        "b": make_bundle(root / "b", work / "b", seed=2),
+        "plain": make_bundle(root / "plain", work / "plain", seed=3, with_encoder=False),
+    }
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("QARM_TEST_REDIS_URL")
+    if not url:
+        pytest.fail("QARM_TEST_REDIS_URL is not set: run the tests with `make test`")
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"qarmtest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_settings(
+    store_kind: str, bundles: dict[str, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> Any:
+    """Settings for this test's store; keyword arguments override any setting."""
+
+    def make(**overrides: Any) -> Settings:
+        fields: dict[str, Any] = {
+            "bundle": str(bundles["a"]),
+            "sqlite_path": tmp_path / "store.sqlite3",
+            "max_wait_ms": 2.0,
+        }
+        if store_kind == "redis":
+            fields["redis_url"] = request.getfixturevalue("redis_url")
+            fields["redis_prefix"] = request.getfixturevalue("redis_prefix")
+        fields.update(overrides)
+        return Settings(**fields)
+
+    return make
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan run, and an httpx client talking to it in-process."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://qarm") as client:
+            yield app, client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def png_b64(
+    seed: int, size: tuple[int, int] = (40, 30), fmt: str = "PNG", *, flat: bool = False
+) -> str:
+    """A random (or, `flat`, one-colour: it compresses to almost nothing) image, base64."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    if flat:
+        pixels[:] = pixels[0, 0]
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def wav_b64(seed: int, seconds: float = 0.1, rate: int = 16000, channels: int = 1) -> str:
+    rng = np.random.default_rng(seed)
+    samples = (rng.standard_normal((int(seconds * rate), channels)) * 8000).astype(np.int16)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of one sample in Prometheus text output (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        sample_labels = key[key.index("{") + 1 : -1] if "{" in key else ""
+        sample_name = key.split("{")[0]
+        if sample_name == name and all(p in sample_labels.split(",") for p in want.split(",") if p):
+            return float(value)
+    return 0.0

@@ -1,0 +1,118 @@
+"""Redis stopped and restarted under the service (a redis-server of the test's own, on a
+spare port): 503 with Retry-After while it is down, recovery without a restart."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.service.conftest import running
+
+pytestmark = pytest.mark.anyio
+
+
+class RedisServer:
+    """A redis-server this test starts and stops (AOF on, so data survives a restart)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            for _ in range(200):  # waits for start-up; asserts nothing about its speed
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            raise RuntimeError(f"redis-server on port {self.port} did not start")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@pytest.fixture
+def spare_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (make test says how to install it)")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("store_kind", ["redis"])
+async def test_redis_down_then_back(
+    spare_redis: RedisServer, make_settings: Any, store_kind: str
+) -> None:
+    assert store_kind == "redis"
+    settings = make_settings(redis_url=spare_redis.url, retry_after_s=2, redis_timeout_s=0.5)
+    async with running(settings) as (_, client):
+        item = {"items": [{"id": "kept", "text": "red cat"}]}
+        before = await client.post("/v1/items", json=item)
+        assert before.status_code == 200
+
+        spare_redis.stop()
+        r = await client.post("/v1/items", json={"items": [{"id": "lost", "text": "dog"}]})
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "2"
+        assert r.json()["error"]["kind"] == "store_unavailable"
+        read = await client.get("/v1/items/kept/codes")
+        assert read.status_code == 503
+        assert "retry-after" in read.headers
+        many = await client.post("/v1/codes:batchGet", json={"ids": ["kept"]})
+        assert many.status_code == 503
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
+
+        spare_redis.start()  # same port, same data directory; the service is not restarted
+        assert (await client.get("/readyz")).status_code == 200
+        got = await client.get("/v1/items/kept/codes")
+        assert got.status_code == 200
+        assert got.json() == before.json()["items"][0]
+        assert (await client.get("/v1/items/lost/codes")).status_code == 404
+        r = await client.post("/v1/items", json={"items": [{"id": "lost", "text": "dog"}]})
+        assert r.status_code == 200
+        text = (await client.get("/metrics")).text
+    assert 'qarm_store_errors_total{op="write",store="redis"} 1.0' in text

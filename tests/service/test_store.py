@@ -1,0 +1,186 @@
+"""The store contract, run against both stores: embedded SQLite and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from service.store import Catalog, NewCodes, RedisStore, SqliteStore, Store, StoredCodes
+
+pytestmark = pytest.mark.anyio
+
+CATALOG = Catalog(
+    item_ids=np.array(["c0", "c1", "c2", "c3"]),
+    rq_codes=np.array([[1, 2, 3], [1, 2, 3], [1, 5, 0], [7, 7, 7]], dtype=np.int32),
+    sid_suffix=np.array([0, 1, 0, 0], dtype=np.int32),
+)
+
+
+def open_one(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "store.sqlite3")
+    return RedisStore(
+        request.getfixturevalue("redis_url"),
+        prefix=request.getfixturevalue("redis_prefix"),
+        pool_size=8,
+        timeout_s=1.0,
+    )
+
+
+@pytest.fixture
+async def store(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Store]:
+    s = open_one(store_kind, tmp_path, request)
+    await s.activate("v1", CATALOG, seed_lookups=True)
+    yield s
+    await s.close()
+
+
+def new(
+    item_id: str, rq: tuple[int, ...], vq: tuple[int, ...] = (3, 1), catalog: Any = None
+) -> NewCodes:
+    return NewCodes(item_id, vq, rq, catalog)
+
+
+async def test_round_trip_and_order(store: Store) -> None:
+    assert await store.active_version() == "v1"
+    written = await store.write("v1", [new("a", (0, 0, 1)), new("b", (0, 0, 2), (9, 8))])
+    assert written == [
+        StoredCodes("a", (3, 1), (0, 0, 1), 0),
+        StoredCodes("b", (9, 8), (0, 0, 2), 0),
+    ]
+    got = await store.get_many("v1", ["b", "zz", "a", "b"])
+    assert got == [written[1], None, written[0], written[1]]
+    await store.ping()
+
+
+async def test_versions_do_not_mix(store: Store) -> None:
+    await store.write("v1", [new("a", (0, 0, 1))])
+    await store.activate("v2", CATALOG, seed_lookups=False)
+    assert await store.active_version() == "v2"
+    assert await store.get_many("v2", ["a"]) == [None]
+    assert (await store.get_many("v1", ["a"]))[0] is not None
+    # v2 was seeded without lookups: counters only
+    assert await store.item_for_sid("v2", "1-2-3-0") is None
+    assert (await store.write("v2", [new("n", (1, 2, 3))]))[0].suffix == 2
+
+
+async def test_suffixes_continue_after_the_catalog(store: Store) -> None:
+    out = await store.write("v1", [new("x", (1, 2, 3)), new("y", (1, 2, 3)), new("z", (7, 7, 7))])
+    assert [r.suffix for r in out] == [2, 3, 1]
+    out = await store.write("v1", [new("w", (1, 2, 3))])
+    assert out[0].suffix == 4
+
+
+async def test_same_item_keeps_its_suffix(store: Store) -> None:
+    first = await store.write("v1", [new("x", (1, 2, 3)), new("y", (1, 2, 3))])
+    again = await store.write("v1", [new("y", (1, 2, 3), (5, 5)), new("x", (1, 2, 3))])
+    assert [r.suffix for r in again] == [first[1].suffix, first[0].suffix]
+    assert (await store.get_many("v1", ["y"]))[0] == StoredCodes("y", (5, 5), (1, 2, 3), 3)
+    # a catalog item keeps its bundle suffix while its tuple is the same
+    out = await store.write("v1", [new("c1", (1, 2, 3), catalog=((1, 2, 3), 1))])
+    assert out[0].suffix == 1
+    # the same id twice in one write: one suffix
+    dup = await store.write("v1", [new("d", (4, 4, 4)), new("d", (4, 4, 4))])
+    assert dup[0].suffix == dup[1].suffix == 0
+
+
+async def test_reverse_lookups(store: Store) -> None:
+    assert await store.item_for_sid("v1", "1-2-3-1") == "c1"
+    assert await store.items_for_prefix("v1", [1], 10) == ["c0", "c1", "c2"]
+    assert await store.items_for_prefix("v1", [1, 2], 10) == ["c0", "c1"]
+    assert await store.items_for_prefix("v1", [1], 2) == ["c0", "c1"]
+    assert await store.items_for_prefix("v1", [2], 10) == []
+    out = await store.write("v1", [new("n", (1, 5, 9))])
+    assert await store.item_for_sid("v1", out[0].sid) == "n"
+    assert await store.items_for_prefix("v1", [1, 5], 10) == ["c2", "n"]
+    # n moves to another tuple: its old semantic ID and prefixes go, shared level-1 stays
+    moved = await store.write("v1", [new("n", (1, 6, 0))])
+    assert await store.item_for_sid("v1", out[0].sid) is None
+    assert await store.item_for_sid("v1", moved[0].sid) == "n"
+    assert await store.items_for_prefix("v1", [1, 5], 10) == ["c2"]
+    assert await store.items_for_prefix("v1", [1, 6, 0], 10) == ["n"]
+    assert "n" in await store.items_for_prefix("v1", [1], 10)
+    # a catalog item that moves leaves its catalog semantic ID
+    await store.write("v1", [new("c3", (0, 1, 2), catalog=((7, 7, 7), 0))])
+    assert await store.item_for_sid("v1", "7-7-7-0") is None
+    assert await store.items_for_prefix("v1", [7], 10) == []
+
+
+async def test_activation_seeds_once(store: Store) -> None:
+    await store.write("v1", [new("x", (1, 2, 3))])  # suffix 2
+    await store.activate("v1", CATALOG, seed_lookups=True)  # again: must not reset counters
+    assert (await store.write("v1", [new("y", (1, 2, 3))]))[0].suffix == 3
+
+
+@pytest.mark.usefixtures("store")  # v1 activated and seeded
+async def test_concurrent_writers_never_share_a_suffix(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """32 writers over 4 store clients (4 connections / pools), all on one tuple."""
+    clients = [open_one(store_kind, tmp_path, request) for _ in range(4)]
+    try:
+        out = await asyncio.gather(
+            *(clients[i % 4].write("v1", [new(f"p{i}", (1, 2, 3))]) for i in range(32))
+        )
+    finally:
+        for c in clients:
+            await c.close()
+    suffixes = sorted(r[0].suffix for r in out)
+    assert suffixes == list(range(2, 34))  # the catalog holds 0 and 1
+
+
+async def test_redis_layout_is_as_documented(
+    redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Read Redis the way docs/store.md tells a ranking server to, without this code."""
+    prefix = request.getfixturevalue("redis_prefix")
+    s = RedisStore(redis_url, prefix=prefix, pool_size=2, timeout_s=1.0)
+    try:
+        await s.activate("v9", CATALOG, seed_lookups=True)
+        await s.write("v9", [new("item:1", (1, 2, 3), (40000, 7))])
+    finally:
+        await s.close()
+    r = redis.Redis.from_url(redis_url)
+    try:
+        active = r.get(f"{prefix}:active")
+        assert isinstance(active, bytes)
+        version = active.decode()
+        assert version == "v9"
+        value = r.get(f"{prefix}:{version}:item:item:1")
+        assert isinstance(value, bytes)
+        fmt, n_rq, n_vq, suffix = struct.unpack_from("<BBHI", value, 0)
+        assert (fmt, n_rq, n_vq, suffix) == (1, 3, 2, 2)
+        assert struct.unpack_from("<3H", value, 8) == (1, 2, 3)
+        assert struct.unpack_from("<2I", value, 8 + 2 * 3) == (40000, 7)
+        assert r.get(f"{prefix}:{version}:sid:1-2-3-2") == b"item:1"
+        assert r.get(f"{prefix}:{version}:ctr:1-2-3") == b"3"
+        assert r.zrange(f"{prefix}:{version}:rqp:1-2", 0, -1) == [b"c0", b"c1", b"item:1"]
+        assert r.exists(f"{prefix}:{version}:seeded")
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("store_kind", ["redis"])
+async def test_redis_that_lost_its_data_is_seeded_again(
+    store: Store, redis_url: str, redis_prefix: str, store_kind: str
+) -> None:
+    assert store_kind == "redis"
+    await store.write("v1", [new("x", (1, 2, 3))])  # suffix 2
+    r = redis.Redis.from_url(redis_url)
+    try:
+        r.delete(*r.scan_iter(match=f"{redis_prefix}:*"))  # as if Redis restarted empty
+    finally:
+        r.close()
+    out = await store.write("v1", [new("y", (1, 2, 3))])
+    assert out[0].suffix == 2  # after the catalog's 0 and 1, not 0 again
+    assert await store.item_for_sid("v1", "1-2-3-1") == "c1"
+    assert await store.active_version() == "v1"

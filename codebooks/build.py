@@ -103,9 +103,7 @@ def build(
     seconds: dict[str, float] = {}
 
     with _stage("rq_train", seconds):
-        rng = np.random.default_rng(config.seed)
-        sample = x[np.sort(rng.choice(n, size=min(n, config.train_items), replace=False))]
-        books = _train_rq(sample, config, gpu=gpu, progress=progress)
+        books = train_codebooks(x, config, gpu=gpu, progress=progress)
     with _stage("rq_assign", seconds):
         encoding = rq_encode(x, books)
         suffix = assign_suffixes(encoding.codes)
@@ -144,7 +142,7 @@ def build(
             balance_target=config.balance_target if config.balance == "sinkhorn" else None,
             beam_size=config.beam_size if config.method == "faiss-rq" else None,
             niter=config.niter,
-            train_items=len(sample),
+            train_items=min(n, config.train_items),
             seed=config.seed,
         ),
         "metrics": BuildMetrics(
@@ -170,6 +168,17 @@ def build(
         manifest_fields=manifest_fields,
         extra_files=extra_files,
     )
+
+
+def train_codebooks(
+    x: Float32Array, config: BuildConfig, *, gpu: bool = False, progress: bool = False
+) -> ResidualCodebooks:
+    """The RQ codebooks that a build with `config` trains on normalised `x` (N, d): the same
+    seeded sample of `train_items` rows, the same method and balance."""
+    n = len(x)
+    rng = np.random.default_rng(config.seed)
+    sample = x[np.sort(rng.choice(n, size=min(n, config.train_items), replace=False))]
+    return _train_rq(sample, config, gpu=gpu, progress=progress)
 
 
 def _train_rq(

@@ -22,9 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from codebooks.build import BuildConfig, build
+from codebooks.build import BuildConfig, build, train_codebooks
 from codebooks.embeddings import checked
-from codebooks.rq import train_residual_kmeans
 from models.align import (
     AlignConfig,
     InputsFn,
@@ -250,12 +249,7 @@ def _int8_check(
             for i in range(0, len(rows), 256)
         ]
     )
-    b = config.build
-    x = checked(after, after.shape[1])
-    sample = x[
-        np.sort(np.random.default_rng(b.seed).choice(n, size=min(n, b.train_items), replace=False))
-    ]
-    books = train_residual_kmeans(sample, b.levels, b.centroids, seed=b.seed, niter=b.niter)
+    books = train_codebooks(checked(after, after.shape[1]), config.build)
     return int8_agreement(after[rows], int8, books)
 
 

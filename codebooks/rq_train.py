@@ -61,6 +61,10 @@ def train_residual_kmeans(
     return ResidualCodebooks(centroids=centroids, bias=bias)
 
 
+# faiss-rq trains with progressive-dimension k-means (a PCA first) from this many rows per dim.
+PROGRESSIVE_DIM_MIN_ROWS_PER_DIM = 4
+
+
 def train_faiss_rq(
     sample: Float32Array,
     levels: int,
@@ -74,14 +78,18 @@ def train_faiss_rq(
 ) -> ResidualCodebooks:
     """faiss's ResidualQuantizer (progressive-dimension k-means, beam search while training).
 
-    `size` must be a power of two. A balance bias, if asked for, is fitted level by level on the
-    trained codebooks afterwards, with balanced k-means rounds that move the centroids.
+    `size` must be a power of two. Samples of fewer than 4 rows per dimension train plain
+    per-level k-means instead of the progressive-dimension kind. A balance bias, if asked
+    for, is fitted level by level on the trained codebooks afterwards, with balanced k-means
+    rounds that move the centroids.
     """
     n, dim = _check_sample(sample, size)
     nbits = int(math.log2(size))
     if 2**nbits != size:
         raise ValueError(f"faiss-rq needs a power-of-two number of centroids, got {size}")
     rq = faiss.ResidualQuantizer(dim, levels, nbits)
+    if n < PROGRESSIVE_DIM_MIN_ROWS_PER_DIM * dim:  # its PCA needs well more rows than dims
+        rq.train_type = faiss.ResidualQuantizer.Train_default
     rq.max_beam_size = beam_size
     rq.cp.seed = seed
     rq.cp.niter = niter

@@ -11,7 +11,7 @@ from codebooks.rq import (
     rq_decode,
     rq_encode,
 )
-from codebooks.rq_train import train_residual_kmeans
+from codebooks.rq_train import train_faiss_rq, train_residual_kmeans
 from codebooks.synthetic import clustered_embeddings
 
 
@@ -104,3 +104,12 @@ def test_training_refuses_fewer_items_than_centroids() -> None:
     x = clustered_embeddings(10, 8, seed=0).embeddings
     with pytest.raises(ValueError, match="needs at least 16 training items, got 10"):
         train_residual_kmeans(x, 2, 16, seed=0)
+
+
+@pytest.mark.parametrize("n", [40, 600])  # fewer and more rows than its PCA needs
+def test_faiss_rq_trains_on_small_and_large_samples(n: int) -> None:
+    x = clustered_embeddings(n, 32, seed=4).embeddings
+    books = train_faiss_rq(x, 3, 8, seed=0)
+    mse = rq_encode(x, books).level_mse
+    assert books.centroids.shape == (3, 8, 32)
+    assert mse[-1] < float(np.mean((x.astype(np.float64) ** 2).sum(axis=1)))

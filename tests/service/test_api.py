@@ -213,6 +213,12 @@ async def test_health_and_metrics(make_settings: Any) -> None:
         assert "process_cpu_seconds_total" in text
         r = await client.get("/v1/items/zzz/codes", headers={"X-Request-ID": "abc123"})
         assert r.headers["x-request-id"] == "abc123"
+        schema = (await client.get("/openapi.json")).json()
+        assert {"/v1/items", "/v1/codes:batchGet", "/v1/sids/{sid}", "/admin/reload"} <= set(
+            schema["paths"]
+        )
+        batch_get = schema["paths"]["/v1/codes:batchGet"]["post"]["responses"]["200"]
+        assert "BatchGetOut" in str(batch_get)
 
 
 async def test_bundle_without_encoder_takes_embeddings(make_settings: Any, bundles: Any) -> None:

@@ -2,9 +2,10 @@
 
     python -m bench.service --redis-url redis://127.0.0.1:6379/14 [--bundle PATH] [--items N]
 
-Starts `python -m service` on the Redis at --redis-url (a key prefix of its own, deleted at the
-end) with the newest bundle under artifacts/ (or --bundle), then measures, with bare keep-alive HTTP/1.1
-connections from here (httpx costs more client CPU than the service spends on a request):
+Starts `python -m service` on the Redis at --redis-url (a key prefix of its own, deleted at
+the end) with the newest bundle under artifacts/ (or --bundle), then measures, over bare
+keep-alive HTTP/1.1 connections from here (httpx costs more client CPU than the service
+spends on a request):
 - POST /v1/items, one item per request, at concurrency 1 and 32: items/s, p50/p99 latency;
   divided by the raw encoder+quantizer items/s of this process at the service's mean batch size
   (read from its batch-size histogram);

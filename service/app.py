@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
         batcher: Batcher | None = None
         try:
-            engine = await prepare_engine(settings, metrics, store, encode_pool, settings.bundle)
+            engine = await prepare_engine(settings, metrics, store, settings.bundle)
             publish(metrics, engine)
             log.info(
                 "serving bundle %s from the %s store; encoder on %s",

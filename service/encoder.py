@@ -36,6 +36,7 @@ class EncoderSpec(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     file: str
+    int8_file: str | None = None  # a quantised copy of `file`, same inputs and output
     mode: Literal["multimodal", "features"]
     tokenizer: str | None = None
     max_text_tokens: int = 32
@@ -77,6 +78,7 @@ class Encoder:
         *,
         provider: Literal["auto", "cpu", "cuda"],
         threads: int,
+        int8: bool = False,
     ) -> None:
         try:
             self.spec = EncoderSpec.model_validate(spec_fields)
@@ -95,15 +97,22 @@ class Encoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(bundle_path / self.spec.file), options, providers=providers(provider)
-        )
+        model = self.spec.file
+        if int8:
+            if self.spec.int8_file is None:
+                raise BundleError(
+                    f"{bundle_path / 'manifest.json'}: encoder_int8 is set, but the encoder "
+                    "section names no int8_file"
+                )
+            model = self.spec.int8_file
+        self.file = bundle_path / model
+        self.session = ort.InferenceSession(str(self.file), options, providers=providers(provider))
         self.provider = self.session.get_providers()[0]
         names = {i.name for i in self.session.get_inputs()}
         missing = [n for n in MULTIMODAL_INPUTS if n not in names]
         if missing:
-            raise BundleError(f"{bundle_path / self.spec.file}: lacks inputs {missing}")
-        log.info("encoder %s on %s", bundle_path / self.spec.file, self.provider)
+            raise BundleError(f"{self.file}: lacks inputs {missing}")
+        log.info("encoder %s on %s", self.file, self.provider)
 
     def tokenize(self, text: str) -> Int64Array:
         ids: Int64Array = np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)

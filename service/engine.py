@@ -76,6 +76,7 @@ class Engine:
                 spec,
                 provider=settings.execution_provider,
                 threads=settings.encoder_threads,
+                int8=settings.encoder_int8,
             )
         # Catalog lookup without a dict of N strings: ids sorted once, binary search per item.
         self._order = np.argsort(bundle.item_ids, kind="stable")

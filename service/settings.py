@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         description="on activation also write the catalog's semantic IDs and RQ-prefix sets "
         "(reverse lookups of catalog items); suffix counters are seeded always",
     )
+    encoder_int8: bool = Field(
+        False, description="run the manifest's int8_file instead of its float encoder"
+    )
     warmup: bool = Field(True, description="run the encoder once before /readyz says ready")
 
     # --- the store

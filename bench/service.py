@@ -123,15 +123,18 @@ def sample_items(engine: Engine, n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def raw_items_per_s(engine: Engine, items: list[dict[str, Any]], batch: int) -> float:
-    """Encoder + quantizer in this process, on prepared items, `batch` at a time."""
+    """Encoder + quantizer in this process, on prepared items, `batch` at a time: the best of
+    three runs of >= 1 s (the machine is shared; the best run is the least disturbed)."""
     prepared = [engine.prepare(ItemIn(**it), i) for i, it in enumerate(items)]
     engine.encode(prepared[:batch])  # warm-up
-    done, start = 0, time.perf_counter()
-    while done < len(prepared) or time.perf_counter() - start < 2.0:
-        chunk = [prepared[(done + j) % len(prepared)] for j in range(batch)]
-        engine.encode(chunk)
-        done += batch
-    return done / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(3):
+        done, start = 0, time.perf_counter()
+        while done < len(prepared) or time.perf_counter() - start < 1.0:
+            engine.encode([prepared[(done + j) % len(prepared)] for j in range(batch)])
+            done += batch
+        best = max(best, done / (time.perf_counter() - start))
+    return best
 
 
 def metric(text: str, name: str) -> float:

@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
                 max_wait_s=settings.max_wait_ms / 1000.0,
                 max_queue=settings.max_queue,
+                wait_always=settings.batch_wait == "always",
             )
             batcher.start()
             app.state.qarm = AppState(

@@ -3,7 +3,9 @@
 Requests decode their items in the decode pool (so decoding overlaps the encoder's work on
 the previous batch), then `submit` them. One task owns the queue and loops:
 
-    wait for a first item, then up to max_wait_ms for a full batch
+    wait for a first item, then up to max_wait_ms for a full batch while requests are
+             still decoding items (batch_wait=while_decoding: a lone request does not
+             wait) or in any case (batch_wait=always)
     collate: take items of one engine up to max_batch and the token/pixel/audio caps,
              dropping (and counting) items whose caller is gone or whose deadline passed
     encoder + quantizer in the encode thread pool (never on the event loop)
@@ -22,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from service.engine import Encoded, Engine, Prepared
@@ -111,16 +114,19 @@ class Batcher:
         limits: Limits,
         max_wait_s: float,
         max_queue: int,
+        wait_always: bool = False,
     ) -> None:
         self.store = store
         self.limits = limits
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.wait_always = wait_always  # wait max_wait even when no request is decoding
         self._pool = pool
         self._metrics = metrics
         self._queue: deque[Work] = deque()
         self._inflight: list[list[Work]] = []  # batches being encoded or written
         self._arrived = asyncio.Event()
+        self._decoding = 0  # requests decoding items they will submit
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
@@ -135,6 +141,16 @@ class Batcher:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        """Around a request's decoding: the batcher waits (up to max_wait) for its items."""
+        self._decoding += 1
+        try:
+            yield
+        finally:
+            self._decoding -= 1
+            self._arrived.set()
 
     async def submit(
         self, engine: Engine, items: Sequence[Prepared], timeout_s: float
@@ -223,7 +239,13 @@ class Batcher:
             self._arrived.clear()
             await self._arrived.wait()
         deadline = self._queue[0].enqueued + self.max_wait_s
-        while len(self._queue) < self.limits.max_batch and not self._closing:
+        # Wait for company only while some is on its way (a request decoding its items):
+        # a lone upload goes at once instead of paying max_wait_ms.
+        while (
+            len(self._queue) < self.limits.max_batch
+            and not self._closing
+            and (self.wait_always or self._decoding)
+        ):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # --- the micro-batcher
     max_batch: int = Field(64, ge=1, description="items in one encoder batch")
     max_wait_ms: float = Field(5.0, ge=0, description="longest wait for a batch to fill")
+    batch_wait: Literal["while_decoding", "always"] = Field(
+        "while_decoding",
+        description="wait max_wait_ms for more items only while requests are decoding theirs "
+        "(a lone request goes at once), or always",
+    )
     max_queue: int = Field(2048, ge=1, description="items waiting; beyond it: 503 + Retry-After")
     max_batch_tokens: int = Field(16384, ge=1, description="text tokens in one batch")
     max_batch_pixels: int = Field(

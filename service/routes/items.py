@@ -72,7 +72,8 @@ async def encode(state: AppState, engine: Engine, items: list[ItemIn]) -> list[S
     """Decode every item (all or nothing, in the decode pool), then batch-encode and store."""
     loop = asyncio.get_running_loop()
     start = time.perf_counter()
-    prepared = await loop.run_in_executor(state.decode_pool, _prepare_all, engine, items)
+    with state.batcher.decoding():
+        prepared = await loop.run_in_executor(state.decode_pool, _prepare_all, engine, items)
     state.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
     return await state.batcher.submit(engine, prepared, state.settings.request_timeout_s)
 

@@ -32,6 +32,7 @@ async def test_sigterm_drains_accepted_requests(bundles: dict[str, Path], tmp_pa
         # a batch closes when 16 items are in, or after 5 s: SIGTERM lands while all wait
         "QARM_MAX_BATCH": "64",
         "QARM_MAX_WAIT_MS": "5000",
+        "QARM_BATCH_WAIT": "always",
     }
     env.pop("QARM_REDIS_URL", None)
     proc = subprocess.Popen(

@@ -154,6 +154,8 @@ class RequestMiddleware:
                     "route": template,
                     "status": status,
                     "duration_s": round(elapsed, 6),
+                    # the name of the bearer token that passed auth (deps.require), never the token
+                    "token": scope.get("state", {}).get("token_name"),
                 },
             )
             REQUEST_ID.reset(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,7 @@ async def test_reverse_lookups(make_settings: Any, bundles: Any) -> None:
 
 
 async def test_auth_scopes(make_settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     async with running(make_settings(tokens=tokens())) as (_, client):
         item = {"items": [{"id": "a1", "text": "cat"}]}
         assert (await client.post("/v1/items", json=item)).status_code == 401
@@ -181,6 +183,8 @@ async def test_auth_scopes(make_settings: Any, caplog: pytest.LogCaptureFixture)
         assert (await client.get("/metrics")).status_code == 200
     for token in (READ, WRITE, ADMIN, "x" * 20):
         assert token not in caplog.text
+    names = {getattr(r, "token", None) for r in caplog.records if r.name == "service.app"}
+    assert {"reader", "writer"} <= names  # the access log names the token that was used
 
 
 async def test_no_tokens_is_loud(make_settings: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -3,22 +3,21 @@
 Flags override the `QARM_*` environment; everything else is a setting (service/settings.py).
 One worker per process: scale with processes or pods, so each Prometheus scrape sees all of
 one process's counters.
+
+Before numpy and faiss are loaded, `main` sets two thread-pool variables unless they are set
+already: `OPENBLAS_NUM_THREADS=1` and `OMP_WAIT_POLICY=PASSIVE`. Idle BLAS and OpenMP threads
+otherwise spin on the cores the event loop and the decode threads need; on 2 cores this more
+than halved the encode throughput (docs/benchmarks.md). The service's parallelism comes from
+its thread pools and from running several processes, not from BLAS threads.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 
-import uvicorn
-from pydantic import ValidationError
-
-from service.app import create_app
-from service.logs import configure
-from service.settings import Settings
-
-log = logging.getLogger("service")
+THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port to bind (QARM_PORT, default 8000)")
     parser.add_argument("--bundle", help="bundle folder or `latest` (QARM_BUNDLE)")
     args = parser.parse_args(argv)
+    for name, value in THREAD_ENV.items():
+        os.environ.setdefault(name, value)
+    # Imported here, after the thread-pool variables: numpy and faiss read them when loaded.
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.app import create_app
+    from service.logs import configure
+    from service.settings import Settings
+
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
         settings = Settings(**overrides)

@@ -3,11 +3,14 @@
 Requests decode their items in the decode pool (so decoding overlaps the encoder's work on
 the previous batch), then `submit` them. One task owns the queue and loops:
 
-    wait for a first item, then up to max_wait_ms for a full batch
+    wait for a first item, then up to max_wait_ms for a full batch while requests are
+             still decoding items (batch_wait=while_decoding: a lone request does not
+             wait) or in any case (batch_wait=always)
     collate: take items of one engine up to max_batch and the token/pixel/audio caps,
              dropping (and counting) items whose caller is gone or whose deadline passed
     encoder + quantizer in the encode thread pool (never on the event loop)
-    write the whole batch to the store (one pipeline / one transaction)
+    write the whole batch to the store (one pipeline / one transaction), as a task that
+             overlaps the encoding of the next batch; writes stay one at a time, in order
     answer every item exactly once
 
 Admission is bounded: a full queue answers 503 with Retry-After. A batch that fails (encoder,
@@ -21,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from service.engine import Encoded, Engine, Prepared
@@ -110,16 +114,19 @@ class Batcher:
         limits: Limits,
         max_wait_s: float,
         max_queue: int,
+        wait_always: bool = False,
     ) -> None:
         self.store = store
         self.limits = limits
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.wait_always = wait_always  # wait max_wait even when no request is decoding
         self._pool = pool
         self._metrics = metrics
         self._queue: deque[Work] = deque()
-        self._inflight: list[Work] = []
+        self._inflight: list[list[Work]] = []  # batches being encoded or written
         self._arrived = asyncio.Event()
+        self._decoding = 0  # requests decoding items they will submit
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
@@ -134,6 +141,16 @@ class Batcher:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        """Around a request's decoding: the batcher waits (up to max_wait) for its items."""
+        self._decoding += 1
+        try:
+            yield
+        finally:
+            self._decoding -= 1
+            self._arrived.set()
 
     async def submit(
         self, engine: Engine, items: Sequence[Prepared], timeout_s: float
@@ -181,20 +198,34 @@ class Batcher:
                 log.info("batcher closed after it had died")
 
     async def _run(self) -> None:
+        # The store write of one batch overlaps the encoding of the next; writes stay one at a
+        # time and in order, so suffix decisions never race inside this process.
+        writing: asyncio.Task[None] | None = None
         try:
             while await self._fill():
                 batch = collate(self._queue, self.limits, asyncio.get_running_loop().time())
                 self._metrics.queue_depth.set(len(self._queue))
                 self._drop(batch)
-                if batch.items:
-                    self._inflight = batch.items
-                    await self._process(batch.items)
-                    self._inflight = []
+                if not batch.items:
+                    continue
+                self._inflight.append(batch.items)
+                encoded = await self._encode(batch.items)
+                if writing is not None:
+                    await writing
+                    writing = None
+                if encoded is None:
+                    self._inflight.remove(batch.items)
+                    continue
+                writing = asyncio.create_task(self._write(batch.items, *encoded))
+            if writing is not None:
+                await writing
         except BaseException as err:
             self.error = err
+            if writing is not None:
+                writing.cancel()
             log.exception("batcher died; failing %d queued items", len(self._queue))
             dead = BatcherDeadError(f"batcher died: {err!r}")
-            self._fail(self._inflight + list(self._queue), dead)
+            self._fail([w for works in self._inflight for w in works] + list(self._queue), dead)
             self._queue.clear()
             self._metrics.queue_depth.set(0)
             raise
@@ -208,7 +239,13 @@ class Batcher:
             self._arrived.clear()
             await self._arrived.wait()
         deadline = self._queue[0].enqueued + self.max_wait_s
-        while len(self._queue) < self.limits.max_batch and not self._closing:
+        # Wait for company only while some is on its way (a request decoding its items):
+        # a lone upload goes at once instead of paying max_wait_ms.
+        while (
+            len(self._queue) < self.limits.max_batch
+            and not self._closing
+            and (self.wait_always or self._decoding)
+        ):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -227,7 +264,8 @@ class Batcher:
         if batch.dropped_gone:
             self._metrics.dropped.labels("caller_gone").inc(len(batch.dropped_gone))
 
-    async def _process(self, batch: list[Work]) -> None:
+    async def _encode(self, batch: list[Work]) -> tuple[Engine, list[NewCodes]] | None:
+        """Encoder + quantizer in the encode pool; None (items failed) if they raise."""
         loop = asyncio.get_running_loop()
         m = self._metrics
         now = loop.time()
@@ -242,18 +280,26 @@ class Batcher:
         except Exception as err:
             log.exception("encoder failed on a batch of %d items", len(batch))
             self._fail(batch, EncoderFailedError(f"encoder failed on this batch: {err}"))
-            return
+            return None
         m.stage_seconds.labels("encode").observe(encoded.encode_s)
         m.stage_seconds.labels("quantize").observe(encoded.quantize_s)
-        start = loop.time()
+        return engine, new
+
+    async def _write(self, batch: list[Work], engine: Engine, new: list[NewCodes]) -> None:
+        """One store write for the batch, then exactly one answer per item."""
+        m = self._metrics
+        start = asyncio.get_running_loop().time()
         try:
             records = await self.store.write(engine.version, new)
         except StoreError as err:
             m.store_errors.labels(self.store.kind, "write").inc()
             self._fail(batch, StoreUnavailableError(f"store write failed: {err}"))
             return
-        m.stage_seconds.labels("store").observe(loop.time() - start)
+        finally:
+            self._inflight.remove(batch)
+        m.stage_seconds.labels("store").observe(asyncio.get_running_loop().time() - start)
         if len(records) != len(batch):  # every item gets exactly one answer
+            self._fail(batch, EncoderFailedError("the store answered for other items"))
             raise RuntimeError(f"store answered {len(records)} records for {len(batch)} items")
         for work, record in zip(batch, records, strict=True):
             if not work.future.done():

@@ -123,3 +123,15 @@ def check_embedding(values: list[float], dim: int) -> Float32Array:
     if float(np.linalg.norm(x.astype(np.float64))) < 1e-6:
         raise DecodeError("embedding", "a zero vector has no direction")
     return x
+
+
+def check_floats(values: list[float], width: int, field: str) -> Float32Array:
+    """`width` floats -> (width,) float32; refuses another length, NaN or inf."""
+    if len(values) != width:
+        raise DecodeError(field, f"{len(values)} values, the encoder takes {width}")
+    with np.errstate(over="ignore"):
+        x: Float32Array = np.asarray(values, dtype=np.float64).astype(np.float32)
+    if not np.isfinite(x).all():
+        bad = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise DecodeError(field, f"value {bad} is NaN or infinite (as float32)")
+    return x

@@ -1,4 +1,8 @@
-"""What routes need, as `Annotated` dependencies: the app state and its parts, and auth."""
+"""What routes need, as `Annotated` dependencies: the app state and its parts, and auth.
+
+Every dependency is `async def` although none awaits: FastAPI runs a plain `def` dependency
+in its thread pool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from service.store import Store
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state = getattr(request.app.state, "qarm", None)
     if not isinstance(state, AppState):
         raise NotReadyError("the service is starting")
@@ -29,20 +33,20 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_engine(state: StateDep) -> Engine:
+async def get_engine(state: StateDep) -> Engine:
     """The engine this request uses from start to end, even if a reload swaps it meanwhile."""
     return state.engine
 
 
-def get_store(state: StateDep) -> Store:
+async def get_store(state: StateDep) -> Store:
     return state.store
 
 
-def get_batcher(state: StateDep) -> Batcher:
+async def get_batcher(state: StateDep) -> Batcher:
     return state.batcher
 
 

@@ -21,6 +21,7 @@ from codebooks.bundle import Bundle
 from service.decode import (
     DecodeError,
     check_embedding,
+    check_floats,
     decode_base64,
     decode_image,
     decode_wav,
@@ -76,6 +77,7 @@ class Engine:
                 spec,
                 provider=settings.execution_provider,
                 threads=settings.encoder_threads,
+                int8=settings.encoder_int8,
             )
         # Catalog lookup without a dict of N strings: ids sorted once, binary search per item.
         self._order = np.argsort(bundle.item_ids, kind="stable")
@@ -138,11 +140,15 @@ class Engine:
         s = self.settings
         has_content = item.text is not None or item.image is not None or item.audio is not None
         if item.embedding is not None:
-            if has_content:
-                raise DecodeError("embedding", "send either an embedding or text/image/audio")
+            if has_content or item.features is not None:
+                raise DecodeError(
+                    "embedding", "send either an embedding or text/image/audio (or features)"
+                )
             return Prepared(item.id, None, check_embedding(item.embedding, self.dim), Cost())
+        if item.features is not None:
+            return self._prepare_features(item, has_content)
         if not has_content:
-            raise DecodeError("item", "no text, image, audio or embedding")
+            raise DecodeError("item", "no text, image, audio, features or embedding")
         if self.encoder is None:
             raise DecodeError(
                 "item",
@@ -150,6 +156,12 @@ class Engine:
                 "floats)",
             )
         spec = self.encoder.spec
+        if spec.mode == "features":
+            raise DecodeError(
+                "item",
+                f"bundle {self.version}'s encoder takes features ({self.encoder.n_features} "
+                "floats), not text/image/audio",
+            )
         tokens = image = audio = None
         cost_tokens = cost_pixels = 0
         cost_audio = 0.0
@@ -178,6 +190,15 @@ class Engine:
             Cost(tokens=cost_tokens, pixels=cost_pixels, audio_s=cost_audio),
         )
 
+    def _prepare_features(self, item: ItemIn, has_content: bool) -> Prepared:
+        assert item.features is not None
+        if has_content:
+            raise DecodeError("features", "send either features or text/image/audio")
+        if self.encoder is None or self.encoder.spec.mode != "features":
+            raise DecodeError("features", f"bundle {self.version}'s encoder does not take features")
+        x = check_floats(item.features, self.encoder.n_features, "features")
+        return Prepared(item.id, Content(features=x), None, Cost())
+
     def encode(self, items: list[Prepared]) -> Encoded:
         """Prepared items -> their VQ and RQ codes, in order; content through the encoder,
         embeddings straight to the quantizer."""
@@ -202,7 +223,10 @@ class Engine:
         rng = np.random.default_rng(0)
         probe = Prepared("warmup", None, rng.standard_normal(self.dim).astype(np.float32), Cost())
         items = [probe]
-        if self.encoder is not None:
+        if self.encoder is not None and self.encoder.spec.mode == "features":
+            content = Content(features=np.ones(self.encoder.n_features, dtype=np.float32))
+            items.append(Prepared("warmup-features", content, None, Cost()))
+        elif self.encoder is not None:
             spec = self.encoder.spec
             content = Content(
                 tokens=self.encoder.tokenize("warm up"),

@@ -22,7 +22,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": REQUEST_ID.get(),
         }
-        for key in ("method", "route", "status", "duration_s", "client"):
+        for key in ("method", "route", "status", "duration_s", "token"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

@@ -22,6 +22,9 @@ class ItemIn(BaseModel):
     embedding: list[float] | None = Field(
         None, description="d floats, for callers that already have the item's embedding"
     )
+    features: list[float] | None = Field(
+        None, description="F upstream floats, for a bundle whose encoder has mode `features`"
+    )
 
 
 class ItemBody(BaseModel):
@@ -33,6 +36,7 @@ class ItemBody(BaseModel):
     image: str | None = None
     audio: str | None = None
     embedding: list[float] | None = None
+    features: list[float] | None = None
 
 
 class ItemsIn(BaseModel):

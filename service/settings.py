@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         description="on activation also write the catalog's semantic IDs and RQ-prefix sets "
         "(reverse lookups of catalog items); suffix counters are seeded always",
     )
+    encoder_int8: bool = Field(
+        False, description="run the manifest's int8_file instead of its float encoder"
+    )
     warmup: bool = Field(True, description="run the encoder once before /readyz says ready")
 
     # --- the store
@@ -70,6 +73,11 @@ class Settings(BaseSettings):
     # --- the micro-batcher
     max_batch: int = Field(64, ge=1, description="items in one encoder batch")
     max_wait_ms: float = Field(5.0, ge=0, description="longest wait for a batch to fill")
+    batch_wait: Literal["while_decoding", "always"] = Field(
+        "while_decoding",
+        description="wait max_wait_ms for more items only while requests are decoding theirs "
+        "(a lone request goes at once), or always",
+    )
     max_queue: int = Field(2048, ge=1, description="items waiting; beyond it: 503 + Retry-After")
     max_batch_tokens: int = Field(16384, ge=1, description="text tokens in one batch")
     max_batch_pixels: int = Field(

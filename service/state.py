@@ -34,15 +34,15 @@ def catalog_of(engine: Engine) -> Catalog:
     return Catalog(item_ids=b.item_ids, rq_codes=b.rq_codes, sid_suffix=b.sid_suffix)
 
 
-async def prepare_engine(
-    settings: Settings, metrics: Metrics, store: Store, pool: ThreadPoolExecutor, bundle: str
-) -> Engine:
-    """Load, verify and warm up a bundle and activate its version in the store."""
-    loop = asyncio.get_running_loop()
+async def prepare_engine(settings: Settings, metrics: Metrics, store: Store, bundle: str) -> Engine:
+    """Load, verify and warm up a bundle and activate its version in the store.
+
+    Runs in threads of its own, not the encode pool, so that during a reload the batches of
+    the serving engine keep flowing."""
     path = await asyncio.to_thread(settings.bundle_path, bundle)
-    engine = await loop.run_in_executor(pool, Engine.load, path, settings)
+    engine = await asyncio.to_thread(Engine.load, path, settings)
     if settings.warmup:
-        await loop.run_in_executor(pool, engine.warm_up)
+        await asyncio.to_thread(engine.warm_up)
     try:
         await store.activate(engine.version, catalog_of(engine), seed_lookups=settings.seed_catalog)
     except StoreError:
@@ -62,9 +62,7 @@ async def reload(state: AppState, bundle: str) -> tuple[str, str]:
     async with state.reload_lock:
         previous = state.engine.version
         try:
-            engine = await prepare_engine(
-                state.settings, state.metrics, state.store, state.encode_pool, bundle
-            )
+            engine = await prepare_engine(state.settings, state.metrics, state.store, bundle)
         except StoreError as err:
             state.metrics.reloads.labels("failed").inc()
             raise StoreUnavailableError(f"reload: the store failed: {err}") from err

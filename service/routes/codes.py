@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from service.deps import EngineDep, ReadAuth, StateDep
 from service.errors import BadRequestError, InvalidInputError, ItemRef
-from service.routes.items import codes_out
+from service.routes.items import codes_out, json_response
 from service.routes.reads import guarded, read_codes
 from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut
 
@@ -18,8 +18,8 @@ router = APIRouter(prefix="/v1", tags=["codes"])
 PREFIX = re.compile(r"^[0-9]{1,5}(-[0-9]{1,5})*$")
 
 
-@router.post("/codes:batchGet", dependencies=[ReadAuth])
-async def batch_get(body: BatchGetIn, state: StateDep, engine: EngineDep) -> BatchGetOut:
+@router.post("/codes:batchGet", dependencies=[ReadAuth], response_model=BatchGetOut)
+async def batch_get(body: BatchGetIn, state: StateDep, engine: EngineDep) -> Response:
     """Codes of up to max_batch_get ids, in request order; null for an unknown id."""
     limit = state.settings.max_batch_get
     if len(body.ids) > limit:
@@ -27,10 +27,8 @@ async def batch_get(body: BatchGetIn, state: StateDep, engine: EngineDep) -> Bat
             f"ids: {len(body.ids)} ids, more than the limit of {limit}", item=ItemRef(field="ids")
         )
     records = await read_codes(state, engine.version, body.ids)
-    return BatchGetOut(
-        bundle_version=engine.version,
-        items=[codes_out(r, engine.version) if r is not None else None for r in records],
-    )
+    items = [codes_out(r, engine.version) if r is not None else None for r in records]
+    return json_response({"bundle_version": engine.version, "items": items})
 
 
 @router.get("/codes/rq/{prefix}/items", dependencies=[ReadAuth])

@@ -24,15 +24,16 @@ async def readyz(request: Request) -> JSONResponse:
     """200 when the bundle is loaded and warmed up, the batcher runs and the store answers."""
     state = getattr(request.app.state, "qarm", None)
     if not isinstance(state, AppState):
-        return _not_ready(None, "starting: the bundle is not loaded yet")
-    version = state.engine.version
+        return _not_ready(None, "starting: the bundle is not loaded yet", 1)
+    version, retry = state.engine.version, state.settings.retry_after_s
     if not state.batcher.alive:
-        return _not_ready(version, f"the batcher is not running ({state.batcher.error!r})")
+        detail = f"the batcher is not running ({state.batcher.error!r})"
+        return _not_ready(version, detail, retry)
     try:
         await state.store.ping()
     except StoreError as err:
         state.metrics.store_errors.labels(state.store.kind, "ping").inc()
-        return _not_ready(version, f"the store does not answer: {err}")
+        return _not_ready(version, f"the store does not answer: {err}", retry)
     return JSONResponse(Health(status="ready", bundle_version=version).model_dump())
 
 
@@ -43,6 +44,6 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _not_ready(version: str | None, detail: str) -> JSONResponse:
+def _not_ready(version: str | None, detail: str, retry_after_s: int) -> JSONResponse:
     body = Health(status="not_ready", bundle_version=version, detail=detail).model_dump()
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(retry_after_s)})

@@ -24,7 +24,13 @@ from codebooks.build import BuildConfig, build
 from codebooks.synthetic import clustered_embeddings
 from service.app import create_app
 from service.settings import Settings
-from tests.service.tiny_encoder import build_encoder, build_tokenizer, encoder_spec
+from tests.service.tiny_encoder import (
+    build_encoder,
+    build_features_encoder,
+    build_tokenizer,
+    encoder_spec,
+    features_spec,
+)
 
 DIM = 16
 READ = "read-token-0123456789"
@@ -37,12 +43,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def make_bundle(root: Path, work: Path, *, seed: int, with_encoder: bool = True) -> Path:
+def make_bundle(
+    root: Path, work: Path, *, seed: int, with_encoder: bool = True, features: bool = False
+) -> Path:
     catalog = clustered_embeddings(600, DIM, groups=6, subgroups=3, seed=seed)
     config = BuildConfig(k=5, levels=3, centroids=8, niter=5, train_items=600, seed=seed, gpu="off")
     if not with_encoder:
         return build(catalog.ids, catalog.embeddings, config, root)
     work.mkdir(parents=True, exist_ok=True)
+    if features:
+        encoder = {"encoder.onnx": build_features_encoder(work / "encoder.onnx", DIM, seed=seed)}
+        return build(
+            catalog.ids,
+            catalog.embeddings,
+            config,
+            root,
+            extra_files=encoder,
+            encoder=features_spec(),
+        )
     extra = {
         "encoder.onnx": build_encoder(work / "encoder.onnx", DIM, seed=seed),
         "tokenizer.json": build_tokenizer(work / "tokenizer.json"),
@@ -54,13 +72,15 @@ def make_bundle(root: Path, work: Path, *, seed: int, with_encoder: bool = True)
 
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two bundles with encoders (`a`, `b`: another seed) and one without (`plain`)."""
+    """Two bundles with multimodal encoders (`a`, `b`: another seed), one without (`plain`),
+    one with a features encoder (`features`)."""
     root = tmp_path_factory.mktemp("artifacts")
     work = tmp_path_factory.mktemp("encoder")
     return {
         "a": make_bundle(root / "a", work / "a", seed=1),
         "b": make_bundle(root / "b", work / "b", seed=2),
         "plain": make_bundle(root / "plain", work / "plain", seed=3, with_encoder=False),
+        "features": make_bundle(root / "features", work / "features", seed=4, features=True),
     }
 
 

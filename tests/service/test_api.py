@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from tests.service.conftest import (
     running,
     wav_b64,
 )
+from tests.service.tiny_encoder import FEATURES
 
 pytestmark = pytest.mark.anyio
 
@@ -159,6 +161,7 @@ async def test_reverse_lookups(make_settings: Any, bundles: Any) -> None:
 
 
 async def test_auth_scopes(make_settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     async with running(make_settings(tokens=tokens())) as (_, client):
         item = {"items": [{"id": "a1", "text": "cat"}]}
         assert (await client.post("/v1/items", json=item)).status_code == 401
@@ -181,6 +184,8 @@ async def test_auth_scopes(make_settings: Any, caplog: pytest.LogCaptureFixture)
         assert (await client.get("/metrics")).status_code == 200
     for token in (READ, WRITE, ADMIN, "x" * 20):
         assert token not in caplog.text
+    names = {getattr(r, "token", None) for r in caplog.records if r.name == "service.app"}
+    assert {"reader", "writer"} <= names  # the access log names the token that was used
 
 
 async def test_no_tokens_is_loud(make_settings: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -213,6 +218,12 @@ async def test_health_and_metrics(make_settings: Any) -> None:
         assert "process_cpu_seconds_total" in text
         r = await client.get("/v1/items/zzz/codes", headers={"X-Request-ID": "abc123"})
         assert r.headers["x-request-id"] == "abc123"
+        schema = (await client.get("/openapi.json")).json()
+        assert {"/v1/items", "/v1/codes:batchGet", "/v1/sids/{sid}", "/admin/reload"} <= set(
+            schema["paths"]
+        )
+        batch_get = schema["paths"]["/v1/codes:batchGet"]["post"]["responses"]["200"]
+        assert "BatchGetOut" in str(batch_get)
 
 
 async def test_bundle_without_encoder_takes_embeddings(make_settings: Any, bundles: Any) -> None:
@@ -223,3 +234,34 @@ async def test_bundle_without_encoder_takes_embeddings(make_settings: Any, bundl
         emb = [1.0] + [0.0] * (DIM - 1)
         r = await client.post("/v1/items", json={"items": [{"id": "e", "embedding": emb}]})
         assert r.status_code == 200
+
+
+async def test_features_encoder(make_settings: Any, bundles: Any) -> None:
+    """A bundle whose encoder takes upstream features (mode "features", int8_file null, so
+    encoder_int8 falls back to `file`)."""
+    settings = make_settings(bundle=str(bundles["features"]), encoder_int8=True)
+    async with running(settings) as (_, client):
+        feats = [float(v) for v in np.linspace(-1, 1, FEATURES)]
+        r = await client.post("/v1/items", json={"items": [{"id": "f1", "features": feats}]})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["items"][0]["rq"]) == 3
+        again = await client.put("/v1/items/f1", json={"features": feats})
+        assert again.json() == r.json()["items"][0]
+        bad = await client.post("/v1/items", json={"items": [{"id": "f2", "features": feats[:-1]}]})
+        assert bad.status_code == 422
+        assert bad.json()["error"]["item"] == {"index": 0, "id": "f2", "field": "features"}
+        text = await client.post("/v1/items", json={"items": [{"id": "t", "text": "cat"}]})
+        assert text.status_code == 422
+        assert "takes features" in text.json()["error"]["message"]
+        emb = [1.0] + [0.0] * (DIM - 1)
+        ok = await client.post("/v1/items", json={"items": [{"id": "e", "embedding": emb}]})
+        assert ok.status_code == 200
+
+
+async def test_features_to_a_multimodal_bundle(make_settings: Any) -> None:
+    async with running(make_settings()) as (_, client):
+        r = await client.post(
+            "/v1/items", json={"items": [{"id": "f", "features": [1.0] * FEATURES}]}
+        )
+        assert r.status_code == 422
+        assert r.json()["error"]["item"]["field"] == "features"

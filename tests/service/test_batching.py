@@ -22,7 +22,9 @@ def one(i: int) -> dict[str, Any]:
 async def test_concurrent_requests_share_batches(make_settings: Any) -> None:
     # a batch closes only when full (the wait is far longer than any run), so 32 requests
     # make exactly 4 batches of 8
-    settings = make_settings(max_batch=8, max_wait_ms=60_000, request_timeout_s=120)
+    settings = make_settings(
+        max_batch=8, max_wait_ms=60_000, request_timeout_s=120, batch_wait="always"
+    )
     async with running(settings) as (_, client):
         answers = await asyncio.gather(*(client.post("/v1/items", json=one(i)) for i in range(32)))
         assert [a.status_code for a in answers] == [200] * 32
@@ -31,6 +33,18 @@ async def test_concurrent_requests_share_batches(make_settings: Any) -> None:
     assert metric_value(text, "qarm_batch_size_items_sum") == 32
     assert metric_value(text, "qarm_batch_size_items_bucket", {"le": "8.0"}) == 4
     assert metric_value(text, "qarm_batch_size_items_bucket", {"le": "4.0"}) == 0
+
+
+async def test_a_lone_request_does_not_wait_for_company(make_settings: Any) -> None:
+    # batch_wait=while_decoding (the default): with no other request decoding, the batch goes
+    # at once; waiting max_wait (60 s) would pass the 5 s deadline and answer 503
+    settings = make_settings(max_batch=8, max_wait_ms=60_000, request_timeout_s=5.0)
+    async with running(settings) as (_, client):
+        for i in range(3):
+            r = await client.post("/v1/items", json=one(i))
+            assert r.status_code == 200, r.text
+        text = (await client.get("/metrics")).text
+    assert metric_value(text, "qarm_batch_size_items_count") == 3
 
 
 async def test_full_queue_answers_503_with_retry_after(make_settings: Any) -> None:
@@ -51,7 +65,9 @@ async def test_full_queue_answers_503_with_retry_after(make_settings: Any) -> No
 async def test_expired_work_is_dropped_and_counted(make_settings: Any) -> None:
     # alone, an item waits 30 s for a batch of 2; its caller gives up after 1 s. The next
     # request fills the batch: the expired item is dropped before the encoder, counted.
-    settings = make_settings(max_batch=2, max_wait_ms=30_000, request_timeout_s=1.0)
+    settings = make_settings(
+        max_batch=2, max_wait_ms=30_000, request_timeout_s=1.0, batch_wait="always"
+    )
     async with running(settings) as (_, client):
         late = await client.post("/v1/items", json=one(1))
         assert late.status_code == 503
@@ -66,7 +82,9 @@ async def test_expired_work_is_dropped_and_counted(make_settings: Any) -> None:
 
 
 async def test_a_caller_that_leaves_does_not_break_the_batch(make_settings: Any) -> None:
-    settings = make_settings(max_batch=3, max_wait_ms=60_000, request_timeout_s=120)
+    settings = make_settings(
+        max_batch=3, max_wait_ms=60_000, request_timeout_s=120, batch_wait="always"
+    )
     async with running(settings) as (app, client):
         batcher = app.state.qarm.batcher
         tasks = [asyncio.create_task(client.post("/v1/items", json=one(i))) for i in range(2)]

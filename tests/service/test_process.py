@@ -32,6 +32,7 @@ async def test_sigterm_drains_accepted_requests(bundles: dict[str, Path], tmp_pa
         # a batch closes when 16 items are in, or after 5 s: SIGTERM lands while all wait
         "QARM_MAX_BATCH": "64",
         "QARM_MAX_WAIT_MS": "5000",
+        "QARM_BATCH_WAIT": "always",
     }
     env.pop("QARM_REDIS_URL", None)
     proc = subprocess.Popen(
@@ -78,3 +79,31 @@ async def test_sigterm_drains_accepted_requests(bundles: dict[str, Path], tmp_pa
             proc.stdout.close()
     assert '"batcher drained"' in output
     assert "NO AUTH" in output
+
+
+@pytest.mark.parametrize("which", ["a", "plain"])
+def test_demo_posts_samples_and_prints_codes(
+    bundles: dict[str, Path], tmp_path: Path, which: str
+) -> None:
+    """`make demo`'s client, on a bundle with an encoder and on one without."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QARM_")}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.demo",
+            "--bundle",
+            str(bundles[which]),
+            "--store",
+            str(tmp_path / "demo.sqlite3"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "items encoded under bundle" in out.stdout
+    posted = 3 if which == "a" else 4  # text, image, audio samples; or 4 embeddings
+    assert f"batchGet of {posted + 1} ids: {posted} found" in out.stdout
+    assert "GET /v1/sids/" in out.stdout

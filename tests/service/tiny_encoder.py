@@ -149,3 +149,49 @@ def encoder_spec() -> dict[str, Any]:
         },
         "output": "embedding",
     }
+
+
+FEATURES = 12
+
+
+def build_features_encoder(path: Path, dim: int, *, seed: int = 0) -> Path:
+    """`mode: "features"`: (batch, FEATURES) float32 -> L2-normalised linear map to d."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((FEATURES, dim)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "ax1"),
+        numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "eps"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["features", "w"], ["x"]),
+        n("Mul", ["x", "x"], ["sq"]),
+        n("ReduceSum", ["sq", "ax1"], ["sumsq"], keepdims=1),
+        n("Sqrt", ["sumsq"], ["norm"]),
+        n("Max", ["norm", "eps"], ["norm_c"]),
+        n("Div", ["x", "norm_c"], ["embedding"]),
+    ]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes,
+        "tiny_qarm_features_encoder",
+        [helper.make_tensor_value_info("features", f, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("embedding", f, ["batch", dim])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def features_spec() -> dict[str, Any]:
+    """manifest["encoder"] of a features encoder, as models/export writes it (no int8)."""
+    return {
+        "file": "encoder.onnx",
+        "int8_file": None,
+        "mode": "features",
+        "inputs": {"features": ["float32", ["batch", FEATURES]]},
+        "output": "embedding",
+    }

@@ -11,7 +11,7 @@ ARTIFACTS ?= artifacts
 DEMO_DATA ?= data/demo
 DEMO_ITEMS ?= 50000
 
-.PHONY: help install install-train redis test lint format demo bench bench-codebooks clean
+.PHONY: help install install-train redis test lint format demo demo-codebooks bench bench-codebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -63,13 +63,16 @@ format: $(VENV)/.installed ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-demo: $(VENV)/.installed ## build a bundle from $(DEMO_ITEMS) synthetic items and print what was built
+demo: artifacts ## the main job: align an encoder, build a bundle, serve it on SQLite, post items, print codes
+	$(PY) -m service.demo --artifacts $(ARTIFACTS) --store $(DEMO_DATA)/qarm-store.sqlite3
+
+demo-codebooks: $(VENV)/.installed ## quick look without torch: codebooks from $(DEMO_ITEMS) synthetic embeddings, served
 	$(PY) -m codebooks synth --n $(DEMO_ITEMS) --out $(DEMO_DATA)
 	$(PY) -m codebooks build --embeddings $(DEMO_DATA)/embeddings.npy --ids $(DEMO_DATA)/ids.npy --out $(ARTIFACTS)
 	$(PY) -m codebooks inspect "$$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)"
 	$(PY) -m service.demo --artifacts $(ARTIFACTS) --store $(DEMO_DATA)/qarm-store.sqlite3
 
-bench: bench-codebooks ## every benchmark (tables on stdout, JSON under bench/results/)
+bench: bench-codebooks bench-models bench-service ## every benchmark (tables on stdout, JSON under bench/results/)
 
 bench-codebooks: $(VENV)/.installed ## codebook build time, encode throughput and recall at 100k and 1M items
 	$(PY) -m bench.codebooks

@@ -1,8 +1,10 @@
 """The service on a real exported encoder (models/export), not the tiny test one.
 
 Runs against `QARM_TEST_REAL_BUNDLE`, or else the newest bundle under ./artifacts whose
-manifest has a multimodal encoder (what `make artifacts` on the models side writes); it is
-skipped, saying so, when there is none.
+manifest has a multimodal encoder (what `make artifacts` writes), or else a small bundle that
+this module makes with the models pipeline itself (the one place where the service's tests
+reach into `models/`: an end-to-end check of the offline pipeline's output). Skipped, saying
+so, only when none of these is possible (no torch installed).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tests.service.conftest import png_b64, running, wav_b64
 pytestmark = pytest.mark.anyio
 
 
-def real_bundle() -> Path | None:
+def built_bundle() -> Path | None:
     given = os.environ.get("QARM_TEST_REAL_BUNDLE")
     if given:
         return Path(given)
@@ -33,12 +35,37 @@ def real_bundle() -> Path | None:
     return None
 
 
-@pytest.mark.parametrize("store_kind", ["sqlite"])
-async def test_real_encoder_serves_every_modality(make_settings: Any, store_kind: str) -> None:
-    assert store_kind == "sqlite"
-    path = real_bundle()
-    if path is None:
-        pytest.skip("no bundle with a real encoder (set QARM_TEST_REAL_BUNDLE or make artifacts)")
+@pytest.fixture(scope="module")
+def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = built_bundle()
+    if path is not None:
+        return path
+    pytest.importorskip("torch", reason="no bundle with a real encoder, and no torch to make one")
+    from codebooks.build import BuildConfig
+    from models.align import AlignConfig
+    from models.pipeline import PipelineConfig, run
+
+    root = tmp_path_factory.mktemp("real-encoder")
+    result = run(
+        PipelineConfig(
+            data="synthetic",
+            out=root / "artifacts",
+            report_dir=root / "reports",
+            items=240,
+            events=20_000,
+            groups=6,
+            int8_check_items=64,
+            align=AlignConfig(steps=4, batch_size=16, progress=False, embed_batch=64),
+            build=BuildConfig(k=5, levels=3, centroids=8, niter=5, train_items=1000, gpu="off"),
+        )
+    )
+    assert result is not None
+    return result.bundle
+
+
+async def test_real_encoder_serves_every_modality(make_settings: Any, real_bundle: Path) -> None:
+    """On both stores (make_settings follows the store_kind fixture's parameters)."""
+    path = real_bundle
     manifest = load_bundle(path).manifest
     spec = manifest.encoder or {}
     rate = int(spec["audio_sample_rate"])

@@ -13,10 +13,17 @@ from service.store import StoreError
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> Health:
-    """The process is alive and answering."""
-    return Health(status="ok")
+@router.get("/healthz", response_model=Health)
+async def healthz(request: Request) -> JSONResponse:
+    """200 while the process answers, also while it starts or its store is down (those mend
+    themselves); 503 once its batcher has died, which only a restart mends, so that a liveness
+    probe restarts the process."""
+    state = getattr(request.app.state, "qarm", None)
+    if isinstance(state, AppState) and state.batcher.error is not None:
+        detail = f"the batcher died ({state.batcher.error!r}); restart the process"
+        body = Health(status="dead", bundle_version=state.engine.version, detail=detail)
+        return JSONResponse(body.model_dump(), status_code=503)
+    return JSONResponse(Health(status="ok").model_dump())
 
 
 @router.get("/readyz", response_model=Health)

@@ -125,7 +125,7 @@ async def test_a_failing_batch_fails_only_its_items(
         assert (await client.get("/readyz")).status_code == 200
 
 
-async def test_a_dead_batcher_fails_requests_and_turns_readyz_red(
+async def test_a_dead_batcher_fails_requests_and_turns_readyz_and_healthz_red(
     make_settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(*_: Any) -> Any:
@@ -140,6 +140,9 @@ async def test_a_dead_batcher_fails_requests_and_turns_readyz_red(
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert "batcher" in ready.json()["detail"]
+        alive = await client.get("/healthz")  # only a restart mends it: liveness must say so
+        assert alive.status_code == 503
+        assert "restart" in alive.json()["detail"]
         again = await client.post("/v1/items", json=one(2))
         assert again.json()["error"]["kind"] == "batcher_dead"
     assert any("batcher died" in rec.getMessage() for rec in caplog.records)

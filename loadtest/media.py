@@ -13,39 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-WORDS = (
-    "red",
-    "blue",
-    "green",
-    "yellow",
-    "black",
-    "white",
-    "cat",
-    "dog",
-    "bird",
-    "fish",
-    "song",
-    "dance",
-    "movie",
-    "game",
-    "cook",
-    "travel",
-    "sport",
-    "music",
-    "news",
-    "funny",
-    "cute",
-    "big",
-    "small",
-    "fast",
-    "slow",
-    "night",
-    "day",
-    "summer",
-    "winter",
-    "city",
-    "beach",
-)
+from tests.service.tiny_encoder import WORDS  # texts in the demo encoder's vocabulary
 
 
 def jpeg_cover(rng: np.random.Generator, width: int = 160, height: int = 120) -> str:

@@ -14,33 +14,22 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from codebooks.build import BuildConfig
 from codebooks.bundle import load_bundle
 from codebooks.quantizer import Quantizer
 from models.align import AlignConfig
 from models.catalog import synthetic_catalog
 from models.export import encoder_spec, session
 from models.pipeline import PipelineConfig, run
+from tests.models.small import SMALL_BUILD, small_synthetic
 from tests.models.test_movielens import ITEMS, RATINGS
 
 Run = tuple[PipelineConfig, Path, dict[str, Any]]
-SMALL_BUILD = BuildConfig(k=5, levels=3, centroids=8, niter=5, train_items=1000, gpu="off")
 
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     root = tmp_path_factory.mktemp("pipeline")
-    config = PipelineConfig(
-        data="synthetic",
-        out=root / "artifacts",
-        report_dir=root / "reports",
-        items=240,
-        events=20_000,
-        groups=6,
-        int8_check_items=64,
-        align=AlignConfig(steps=4, batch_size=16, progress=False, embed_batch=64),
-        build=SMALL_BUILD,
-    )
+    config = small_synthetic(root)
     result = run(config)
     assert result is not None  # a single process is rank 0
     return config, result.bundle, result.report

@@ -41,24 +41,10 @@ def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if path is not None:
         return path
     pytest.importorskip("torch", reason="no bundle with a real encoder, and no torch to make one")
-    from codebooks.build import BuildConfig
-    from models.align import AlignConfig
-    from models.pipeline import PipelineConfig, run
+    from models.pipeline import run
+    from tests.models.small import small_synthetic
 
-    root = tmp_path_factory.mktemp("real-encoder")
-    result = run(
-        PipelineConfig(
-            data="synthetic",
-            out=root / "artifacts",
-            report_dir=root / "reports",
-            items=240,
-            events=20_000,
-            groups=6,
-            int8_check_items=64,
-            align=AlignConfig(steps=4, batch_size=16, progress=False, embed_batch=64),
-            build=BuildConfig(k=5, levels=3, centroids=8, niter=5, train_items=1000, gpu="off"),
-        )
-    )
+    result = run(small_synthetic(tmp_path_factory.mktemp("real-encoder")))
     assert result is not None
     return result.bundle
 

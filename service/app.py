@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Batcher, Limits
-from service.errors import install
+from service.errors import error_kinds, install
 from service.logs import REQUEST_ID
 from service.metrics import Metrics
 from service.routes import admin, codes, health, items, sids
@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "this port can write and reload. Configure tokens before exposing the service."
             )
         store = open_store(settings)
+        metrics.declare(error_kinds(), store.kind)
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="qarm-decode")
         encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
         batcher: Batcher | None = None

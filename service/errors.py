@@ -122,6 +122,16 @@ class ReloadFailedError(ServiceError):
     kind = "reload_failed"
 
 
+def error_kinds() -> list[str]:
+    """Every `kind` an error answer can carry (the label values of qarm_errors_total)."""
+    found, todo = set(), [ServiceError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.kind)
+        todo.extend(cls.__subclasses__())
+    return sorted(found)
+
+
 def error_body(kind: str, message: str, item: ItemRef | None = None) -> dict[str, Any]:
     return {
         "error": {

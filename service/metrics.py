@@ -3,6 +3,8 @@ explicit buckets (powers of two for batch sizes), one histogram per stage."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,6 +18,8 @@ from prometheus_client import (
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZES = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 STAGES = ("decode", "encode", "quantize", "store")
+# every op label of qarm_store_errors: what the service asks of the store
+STORE_OPS = ("write", "get", "sid", "prefix", "ping", "activate")
 
 
 class Metrics:
@@ -67,3 +71,15 @@ class Metrics:
         self.reloads = Counter("qarm_reloads", "bundle reloads", ["result"], registry=r)
         for stage in STAGES:  # every series exists from the first scrape
             self.stage_seconds.labels(stage)
+        for reason in ("deadline", "caller_gone"):
+            self.dropped.labels(reason)
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+
+    def declare(self, error_kinds: Iterable[str], store_kind: str) -> None:
+        """Create the labelled error series at 0, so dashboards and rate() see them before
+        the first failure instead of "no data"."""
+        for kind in error_kinds:
+            self.errors.labels(kind)
+        for op in STORE_OPS:
+            self.store_errors.labels(store_kind, op)

@@ -265,3 +265,16 @@ async def test_features_to_a_multimodal_bundle(make_settings: Any) -> None:
         )
         assert r.status_code == 422
         assert r.json()["error"]["item"]["field"] == "features"
+
+
+async def test_failure_series_exist_at_zero_from_the_first_scrape(
+    make_settings: Any, store_kind: str
+) -> None:
+    """Dashboards and rate() need the series before the first failure, not "no data"."""
+    async with running(make_settings()) as (_, client):
+        text = (await client.get("/metrics")).text
+    assert 'qarm_errors_total{kind="overloaded"} 0.0' in text
+    assert 'qarm_errors_total{kind="store_unavailable"} 0.0' in text
+    assert f'qarm_store_errors_total{{op="write",store="{store_kind}"}} 0.0' in text
+    assert 'qarm_items_dropped_total{reason="deadline"} 0.0' in text
+    assert 'qarm_reloads_total{result="failed"} 0.0' in text

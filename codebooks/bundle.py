@@ -187,9 +187,17 @@ def load_manifest(path: Path) -> Manifest:
     return manifest
 
 
+# The encoder section's keys that name bundle files (docs/bundle.md).
+ENCODER_FILE_KEYS = ("file", "int8_file", "tokenizer")
+
+
 def verify_files(path: Path, manifest: Manifest) -> None:
-    """Every core file is listed, and every listed file is present with its size and sha256."""
-    for name in CORE_FILES:
+    """Every core file and every file the encoder section names is listed (so checksummed),
+    and every listed file is present with its size and sha256."""
+    named = [str(v) for k, v in (manifest.encoder or {}).items() if k in ENCODER_FILE_KEYS and v]
+    for name in (*CORE_FILES, *named):
+        if Path(name).name != name or name in {".", ".."}:
+            raise BundleError(f"{path / MANIFEST}: {name!r} is not a file name inside the bundle")
         if name not in manifest.files:
             raise BundleError(f"{path / name}: not listed in {MANIFEST}")
     for name, entry in manifest.files.items():

@@ -42,7 +42,7 @@ def checked(embeddings: object, dim: int, *, what: str = "embeddings") -> Float3
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         raise EmbeddingError(f"{what}: row {row} contains NaN or inf", row=row)
-    norms = np.linalg.norm(embeddings, axis=1)
+    norms = np.linalg.norm(embeddings.astype(np.float64), axis=1)  # float32 overflows past 1e19
     small = norms < MIN_NORM
     if small.any():
         row = int(np.flatnonzero(small)[0])
@@ -51,6 +51,9 @@ def checked(embeddings: object, dim: int, *, what: str = "embeddings") -> Float3
             row=row,
         )
     out: Float32Array = np.ascontiguousarray(embeddings / norms[:, None], dtype=np.float32)
+    if not np.isfinite(out).all():  # a finite row whose norm is not (beyond 1e308)
+        row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+        raise EmbeddingError(f"{what}: row {row} is too large to normalise", row=row)
     return out
 
 

@@ -12,7 +12,7 @@ from codebooks.bundle import Bundle
 from codebooks.device import GpuMode, to_gpu, use_gpu
 from codebooks.embeddings import checked
 from codebooks.rq import Int32Array, rq_encode
-from codebooks.vq import search
+from codebooks.vq import search, search_exhaustively
 
 
 class Quantizer:
@@ -49,9 +49,14 @@ class Quantizer:
 
         Rows are L2-normalised first. Refuses (EmbeddingError, naming the row) a wrong shape or
         dtype, NaN/inf, or a zero-norm row. A catalog item's own row is its nearest VQ row.
+        Every code is a real row: where an IVF index's probed lists hold fewer than K items,
+        the row is searched again over all lists.
         """
         x = checked(embeddings, self.dim)
         with self._lock:
             vq = search(self._index, x, self.k)
+            short = np.flatnonzero((vq < 0).any(axis=1))
+            if len(short):  # the probed IVF lists held fewer than K items: probe them all
+                vq[short] = search_exhaustively(self._index, x[short], self.k)
         rq = rq_encode(x, self.bundle.rq).codes
         return vq, rq

@@ -122,6 +122,19 @@ def search(index: Any, queries: Float32Array, k: int) -> Int32Array:
     return out
 
 
+def search_exhaustively(index: Any, queries: Float32Array, k: int) -> Int32Array:
+    """`search` over every list of an IVF index (per call: the shared index is not changed);
+    a plain search for any other index."""
+    nlist = getattr(index, "nlist", None)
+    if nlist is None:
+        return search(index, queries, k)
+    params = faiss.SearchParametersIVF()
+    params.nprobe = int(nlist)
+    _, ids = index.search(queries, k, params=params)
+    out: Int32Array = ids.astype(np.int32)
+    return out
+
+
 def recall_at_k(found: Int32Array, truth: Int32Array) -> float:
     """Mean share of each query's true top-K that the approximate top-K found."""
     k = int(truth.shape[1])

@@ -38,6 +38,7 @@ from service.errors import (
     ServiceError,
     StoreUnavailableError,
     UnavailableError,
+    WriteFailedError,
 )
 from service.metrics import Metrics
 from service.store import NewCodes, Store, StoredCodes, StoreError
@@ -294,6 +295,10 @@ class Batcher:
         except StoreError as err:
             m.store_errors.labels(self.store.kind, "write").inc()
             self._fail(batch, StoreUnavailableError(f"store write failed: {err}"))
+            return
+        except Exception as err:  # a bug in one batch must not kill the batcher for all
+            log.exception("store write failed on a batch of %d items", len(batch))
+            self._fail(batch, WriteFailedError(f"writing this batch failed: {err!r}"))
             return
         finally:
             self._inflight.remove(batch)

@@ -57,8 +57,12 @@ def decode_image(raw: bytes, size: int, max_pixels: int) -> Float32Array:
                     "image", f"{width}x{height} pixels, more than the limit of {max_pixels}"
                 )
             rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    except Image.DecompressionBombError as err:  # Pillow refuses it before our own check
+        raise DecodeError("image", f"too many pixels, more than the limit of {max_pixels}") from err
     except UnidentifiedImageError as err:
         raise DecodeError("image", "not a JPEG or PNG image") from err
+    except DecodeError:
+        raise
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
         raise DecodeError("image", f"cannot be decoded ({err})") from err
     pixels = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)  # (size, size, 3)

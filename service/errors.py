@@ -115,6 +115,13 @@ class EncoderFailedError(ServiceError):
     kind = "encoder_failed"
 
 
+class WriteFailedError(ServiceError):
+    """Writing a batch failed for a reason other than the store being unreachable (500): a
+    bug, not an outage. The batch is not acknowledged; the batcher goes on serving."""
+
+    kind = "write_failed"
+
+
 class ReloadFailedError(ServiceError):
     """The bundle asked for cannot be loaded (409); the old one keeps serving."""
 

@@ -80,6 +80,8 @@ def encode_value(codes: StoredCodes) -> bytes:
 
 
 def decode_value(item_id: str, value: bytes) -> StoredCodes:
+    if len(value) < _HEADER.size:
+        raise StoreError(f"value of item {item_id!r}: {len(value)} bytes, shorter than a header")
     fmt, n_rq, n_vq, suffix = _HEADER.unpack_from(value, 0)
     if fmt != FORMAT or len(value) != _HEADER.size + 2 * n_rq + 4 * n_vq:
         raise StoreError(f"value of item {item_id!r}: format {fmt}, {len(value)} bytes: unknown")

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -72,9 +72,12 @@ class RedisStore(Store):
 
     def __init__(self, url: str, *, prefix: str, pool_size: int, timeout_s: float) -> None:
         # One try, no retry loop: a dead Redis must fail fast into a 503 with Retry-After.
-        self._pool = ConnectionPool.from_url(
+        # Blocking: past pool_size commands in flight, a command waits for a connection
+        # (up to timeout_s) instead of failing as if Redis were down.
+        self._pool = BlockingConnectionPool.from_url(
             url,
             max_connections=pool_size,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),

@@ -107,3 +107,25 @@ def test_a_build_that_fails_leaves_nothing(tmp_path: Path, catalog: SyntheticCat
     with pytest.raises(ValueError, match="at least max"):
         build(catalog.ids[:10], catalog.embeddings[:10], BuildConfig(gpu="off"), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("encoder", "message"),
+    [
+        ({"file": "encoder.onnx"}, r"encoder.onnx: not listed in manifest.json"),
+        (
+            {"file": "../elsewhere.onnx"},
+            r"'../elsewhere.onnx' is not a file name inside the bundle",
+        ),
+        ({"tokenizer": "/etc/passwd"}, r"'/etc/passwd' is not a file name inside the bundle"),
+    ],
+)
+def test_encoder_files_must_be_checksummed_files_of_the_bundle(
+    writable_bundle: Path, encoder: dict[str, str], message: str
+) -> None:
+    """A model that the checksums do not cover could be swapped unnoticed: refuse it."""
+    manifest = json.loads((writable_bundle / MANIFEST).read_text())
+    manifest["encoder"] = encoder
+    (writable_bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(writable_bundle)

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codebooks.bundle import Bundle
+from codebooks.build import BuildConfig, build
+from codebooks.bundle import Bundle, load_bundle
 from codebooks.embeddings import EmbeddingError
 from codebooks.quantizer import Quantizer
-from codebooks.synthetic import SyntheticCatalog
+from codebooks.synthetic import SyntheticCatalog, clustered_embeddings
+from codebooks.vq import search
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +94,24 @@ def test_batch_order_is_preserved(
     vq_p, rq_p = quantizer.encode(x[perm])
     np.testing.assert_array_equal(rq_p, rq[perm])
     np.testing.assert_array_equal(vq_p[:, 0], vq[perm, 0])
+
+
+def test_every_vq_code_is_a_real_row_even_when_probed_lists_are_short(tmp_path: Path) -> None:
+    """An IVF index whose nprobe lists hold fewer than K items returns -1 for the rest; the
+    quantizer searches those rows again over every list, so no code is ever -1."""
+    catalog = clustered_embeddings(3000, 16, seed=0)
+    config = BuildConfig(k=25, levels=2, centroids=16, vq_index="ivf", target_recall=0.3, gpu="off")
+    bundle = load_bundle(build(catalog.ids, catalog.embeddings, config, tmp_path))
+    queries = clustered_embeddings(4000, 16, seed=3).embeddings
+    assert (search(bundle.vq_index, queries, 25) < 0).any()  # the case exists at this nprobe
+    vq, _ = Quantizer(bundle, gpu="off").encode(queries)
+    assert vq.min() >= 0
+    assert all(len(set(row)) == 25 for row in vq.tolist())
+
+
+def test_huge_but_finite_rows_are_normalised_not_zeroed(
+    quantizer: Quantizer, catalog: SyntheticCatalog
+) -> None:
+    x = catalog.embeddings[:3].copy()
+    huge = x * np.float32(1e30)  # float32 norms of these overflow to inf
+    np.testing.assert_array_equal(quantizer.encode(huge)[1], quantizer.encode(x)[1])

@@ -5,6 +5,7 @@ asserted cannot depend on the machine's speed."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 import pytest
@@ -146,3 +147,30 @@ async def test_a_dead_batcher_fails_requests_and_turns_readyz_and_healthz_red(
         again = await client.post("/v1/items", json=one(2))
         assert again.json()["error"]["kind"] == "batcher_dead"
     assert any("batcher died" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_a_batch_whose_write_breaks_fails_alone_and_the_batcher_lives_on(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that surfaces while writing one batch (not a store outage) answers that batch
+    with an error and leaves the batcher serving the next ones."""
+    async with running(make_settings()) as (app, client):
+        store = app.state.qarm.store
+        real_write = store.write
+        calls = 0
+
+        async def write_once_broken(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise struct.error("injected: a value that cannot be packed")
+            return await real_write(*args, **kwargs)
+
+        monkeypatch.setattr(store, "write", write_once_broken)
+        r = await client.post("/v1/items", json=one(1))
+        assert r.status_code == 500
+        assert r.json()["error"]["kind"] == "write_failed"
+        ok = await client.post("/v1/items", json=one(2))
+        assert ok.status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import wave
+import zlib
 
 import numpy as np
 import pytest
@@ -84,3 +86,14 @@ def test_embedding() -> None:
         check_embedding([1e300, 1.0], 2)
     with pytest.raises(DecodeError, match="zero vector"):
         check_embedding([0.0, 0.0], 2)
+
+
+def test_an_image_whose_header_claims_billions_of_pixels_is_refused_by_field() -> None:
+    """Pillow refuses such a "decompression bomb" itself, before our own pixel check."""
+    raw = bytearray(base64.b64decode(png_b64(1, size=(2, 2))))
+    ihdr = raw.index(b"IHDR")
+    raw[ihdr + 4 : ihdr + 12] = struct.pack(">II", 60_000, 60_000)
+    raw[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr : ihdr + 17])))
+    with pytest.raises(DecodeError, match="too many pixels") as err:
+        decode_image(bytes(raw), 16, 10_000)
+    assert err.value.field == "image"

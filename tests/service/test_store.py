@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import redis
 
-from service.store import Catalog, NewCodes, RedisStore, SqliteStore, Store, StoredCodes
+from service.store import Catalog, NewCodes, RedisStore, SqliteStore, Store, StoredCodes, StoreError
+from service.store.base import decode_value
 
 pytestmark = pytest.mark.anyio
 
@@ -184,3 +185,19 @@ async def test_redis_that_lost_its_data_is_seeded_again(
     assert out[0].suffix == 2  # after the catalog's 0 and 1, not 0 again
     assert await store.item_for_sid("v1", "1-2-3-1") == "c1"
     assert await store.active_version() == "v1"
+
+
+def test_a_value_too_short_to_hold_a_header_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="shorter than a header"):
+        decode_value("x", b"\x01")
+
+
+async def test_more_concurrent_calls_than_pooled_connections_wait_their_turn(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A busy pool is not a dead Redis: callers queue for a connection instead of failing."""
+    store = RedisStore(redis_url, prefix=redis_prefix, pool_size=2, timeout_s=5.0)
+    try:
+        await asyncio.gather(*(store.ping() for _ in range(40)))
+    finally:
+        await store.close()

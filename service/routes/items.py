@@ -48,6 +48,15 @@ async def post_items(body: ItemsIn, state: StateDep, engine: EngineDep) -> Respo
             f"items: {len(body.items)} items, more than the limit of {limit} per request",
             item=ItemRef(field="items"),
         )
+    first: dict[str, int] = {}
+    for index, item in enumerate(body.items):
+        if item.id in first:  # one id, two contents: only one could be stored and answered
+            raise InvalidInputError(
+                f"items[{index}]: id {item.id!r} is also items[{first[item.id]}]; "
+                "an id may appear once per request",
+                item=ItemRef(index=index, id=item.id, field="id"),
+            )
+        first[item.id] = index
     records = await encode(state, engine, body.items)
     items = [codes_out(r, engine.version) for r in records]
     return json_response({"bundle_version": engine.version, "items": items})

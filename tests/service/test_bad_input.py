@@ -83,6 +83,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("id empty", {"id": "", "text": "x"}, "id", "pattern"),
     ("unknown field", {"id": "b14", "text": "x", "colour": "red"}, "colour", "xtra"),
     ("text not a string", {"id": "b15", "text": 12}, "text", "string"),
+    ("id twice in one request", {"id": "good-0", "text": "dog"}, "id", "once per request"),
 ]
 
 

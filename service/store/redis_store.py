@@ -39,6 +39,10 @@ from service.store.base import (
 
 log = logging.getLogger(__name__)
 
+# Catalogs kept in memory to re-seed a Redis that lost its data: the active version's and
+# the previous one's (requests in flight during a reload finish on it).
+KEPT_CATALOGS = 2
+
 SEED_CHUNK = 10_000  # commands per pipeline while seeding a version
 
 
@@ -101,7 +105,10 @@ class RedisStore(Store):
         return value.decode() if value is not None else None
 
     async def activate(self, version: str, catalog: Catalog, *, seed_lookups: bool) -> None:
+        self._catalogs.pop(version, None)
         self._catalogs[version] = (catalog, seed_lookups)
+        for old in list(self._catalogs)[:-KEPT_CATALOGS]:  # the active one and the one before
+            del self._catalogs[old]
         if not await self._call("EXISTS seeded", self._redis.exists(self.keys.seeded(version))):
             await self._seed(version)
         await self._call("SET active", self._redis.set(self.keys.active(), version.encode()))

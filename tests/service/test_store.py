@@ -201,3 +201,16 @@ async def test_more_concurrent_calls_than_pooled_connections_wait_their_turn(
         await asyncio.gather(*(store.ping() for _ in range(40)))
     finally:
         await store.close()
+
+
+async def test_redis_keeps_only_the_active_and_the_previous_catalog(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Catalogs are kept to re-seed a Redis that lost its data; reloads must not pile them up."""
+    store = RedisStore(redis_url, prefix=redis_prefix, pool_size=4, timeout_s=5.0)
+    try:
+        for version in ("v1", "v2", "v3"):
+            await store.activate(version, CATALOG, seed_lookups=False)
+        assert list(store._catalogs) == ["v2", "v3"]
+    finally:
+        await store.close()

@@ -75,4 +75,5 @@ def test_popularity_groups_are_ordered_by_training_frequency() -> None:
     groups = popularity_groups(train_items, 12)
     assert groups.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     unseen = popularity_groups(np.array([5, 5, 5], dtype=np.int64), 12)
-    assert unseen[5] == 5 and unseen[0] == 0
+    assert unseen[5] == 5
+    assert unseen[0] == 0

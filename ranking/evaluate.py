@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from codebooks import load_bundle
-from ranking.codes import item_codes
+from ranking.codes import ItemCodes, item_codes
 from ranking.data import N_POPULARITY_GROUPS, Split, make_split
 from ranking.metrics import auc, gauc, uauc
 from ranking.model import VARIANTS, RankConfig, Variant, predict, train_ranker
@@ -104,11 +104,19 @@ def score(split: Split, probs: np.ndarray) -> tuple[dict[str, float], list[float
     return metrics, by_group
 
 
-def evaluate(config: EvalConfig) -> list[Run]:
-    """Train and score every variant with every seed; write the report when `config.out`."""
+@dataclass(frozen=True)
+class Prepared:
+    split: Split
+    codes: ItemCodes
+    n_users: int
+    n_items: int
+    version: str  # the bundle's
+
+
+def prepare(config: EvalConfig) -> Prepared:
+    """Load the log and the bundle's codes, and split the log into samples."""
     ids, events = load_events(config)
     bundle = load_bundle(config.bundle)
-    codes = item_codes(bundle, ids)
     split = make_split(
         events.user,
         events.item,
@@ -119,21 +127,79 @@ def evaluate(config: EvalConfig) -> list[Run]:
         test_share=config.test_share,
     )
     n_users = int(events.user.max()) + 1
-    runs = []
-    for variant in config.variants:
-        for seed in config.seeds:
-            t0 = time.perf_counter()
-            rank = replace(config.rank, variant=variant, seed=seed)
-            model = train_ranker(split.train, n_users, len(ids), codes, rank)
-            metrics, by_group = score(split, predict(model, split.test))
-            runs.append(Run(variant, seed, metrics, by_group, time.perf_counter() - t0))
-            log.info("%s seed %d: %s (%.1f s)", variant, seed, metrics, runs[-1].seconds)
+    return Prepared(split, item_codes(bundle, ids), n_users, len(ids), bundle.version)
+
+
+def run_one(data: Prepared, rank: RankConfig) -> Run:
+    """Train one variant with one seed and score it on the test set."""
+    t0 = time.perf_counter()
+    model = train_ranker(data.split.train, data.n_users, data.n_items, data.codes, rank)
+    metrics, by_group = score(data.split, predict(model, data.split.test))
+    run = Run(rank.variant, rank.seed, metrics, by_group, time.perf_counter() - t0)
+    log.info("%s seed %d: %s (%.1f s)", rank.variant, rank.seed, metrics, run.seconds)
+    return run
+
+
+def evaluate(config: EvalConfig) -> list[Run]:
+    """Train and score every variant with every seed; write the report when `config.out`."""
+    data = prepare(config)
+    runs = [
+        run_one(data, replace(config.rank, variant=variant, seed=seed))
+        for variant in config.variants
+        for seed in config.seeds
+    ]
     if config.out is not None:
-        text = report(config, runs, split, bundle.version)
+        text = report(config, runs, data.split, data.version)
         config.out.parent.mkdir(parents=True, exist_ok=True)
         config.out.write_text(text)
         plot_groups(runs, config.out.with_suffix(".png"))
     return runs
+
+
+def ablate(
+    config: EvalConfig,
+    ks: tuple[int, ...] = (5, 10, 15, 20, 25),
+    dims: tuple[int, ...] = (16, 32, 64),
+) -> str:
+    """The paper's Tables 7 and 8 in Markdown: `+VQ Code` with the first K of the VQ codes, and
+    `+RQ Code` with code embeddings of each width; mean +- std of test AUC/UAUC/GAUC over seeds."""
+    data = prepare(config)
+    lines = [
+        f"# Ablations: {config.data}",
+        "",
+        f"Bundle `{data.version}`; seeds {list(config.seeds)}; otherwise as docs/results.md.",
+        "",
+        "## VQ code length K (+VQ Code)",
+        "",
+        "| K | AUC | UAUC | GAUC |",
+        "|---|---|---|---|",
+    ]
+    for k in ks:
+        runs = [
+            run_one(data, replace(config.rank, variant="vq", k=k, seed=s)) for s in config.seeds
+        ]
+        lines.append(f"| {k} | " + _cells(runs) + " |")
+    lines += ["", "## Code embedding width (+RQ Code)", "", "| dim | AUC | UAUC | GAUC |"]
+    lines.append("|---|---|---|---|")
+    for d in dims:
+        runs = [
+            run_one(data, replace(config.rank, variant="rq", code_dim=d, seed=s))
+            for s in config.seeds
+        ]
+        lines.append(f"| {d} | " + _cells(runs) + " |")
+    text = "\n".join([*lines, ""])
+    if config.out is not None:
+        config.out.parent.mkdir(parents=True, exist_ok=True)
+        config.out.write_text(text)
+    return text
+
+
+def _cells(runs: list[Run]) -> str:
+    cells = []
+    for m in METRICS:
+        mean, std = _mean_std([r.metrics[m] for r in runs])
+        cells.append(f"{mean:.4f} +- {std:.4f}")
+    return " | ".join(cells)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -144,3 +144,14 @@ $(VENV)/.installed-loadtest: $(VENV)/.installed
 
 loadtest: redis $(VENV)/.installed-loadtest ## locust vs a local service (LOADTEST_TIME=60 s), then read every acknowledged write back
 	$(PY) -m loadtest.run --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/13 --time $(LOADTEST_TIME) --users $(LOADTEST_USERS)
+
+# --- the ranking room (issue 5): do the codes help a ranking model? ---
+.PHONY: eval eval-synthetic
+EVAL_BUNDLE ?= $$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)
+EVAL_SEEDS ?= 3
+
+eval: $(VENV)/.installed-train data ## MovieLens-100k: every ranking variant x $(EVAL_SEEDS) seeds -> docs/results.md (EVAL_BUNDLE=artifacts/<version>)
+	$(PY) -m ranking evaluate --data movielens --data-dir $(MODELS_DATA) --bundle "$(EVAL_BUNDLE)" --seeds $(EVAL_SEEDS) --out docs/results.md
+
+eval-synthetic: $(VENV)/.installed-train ## the same on the synthetic catalog the bundle was built from -> docs/results-synthetic.md
+	$(PY) -m ranking evaluate --data synthetic --bundle "$(EVAL_BUNDLE)" --seeds $(EVAL_SEEDS) --out docs/results-synthetic.md

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from bench.machine import machine as host
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import load_bundle
 from codebooks.device import gpu_count
@@ -33,21 +33,11 @@ from codebooks.vq import recall_at_k, search
 
 
 def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     return {
-        "cpu": cpu,
+        **host(),
         "omp_threads": faiss.omp_get_max_threads(),
         "gpus": gpu_count(),
         "faiss": faiss.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
     }
 
 

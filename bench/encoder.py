@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import cpu_name
 from models.encoder import INPUT_NAMES, EncoderConfig, MultimodalEncoder
 from models.export import export_onnx, quantize_int8, random_inputs, session
 
@@ -85,7 +85,7 @@ def main() -> None:
         "tokens": TOKENS,
         "image": [3, config.image_size, config.image_size],
         "audio_samples": config.audio_samples,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "torch": torch.__version__,
         "rows": rows,
     }

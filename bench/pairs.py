@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import time
 from dataclasses import asdict
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import cpu_name
 from models.catalog import synthetic_catalog, synthetic_interactions
 from models.pairs import (
     PairConfig,
@@ -75,7 +75,7 @@ def main() -> None:
         "users": log.n_users,
         "items": len(catalog),
         "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "mining_seconds": round(mining, 2),
         "pairs": {

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 
+from bench.machine import machine
 from codebooks import latest_bundle, load_bundle
 from service.demo import free_port, wait_ready
 from service.engine import Engine
@@ -74,18 +74,6 @@ class Connection:
     async def close(self) -> None:
         self.writer.close()
         await self.writer.wait_closed()
-
-
-def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:

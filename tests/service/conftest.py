@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import uuid
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -82,14 +81,6 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "plain": make_bundle(root / "plain", work / "plain", seed=3, with_encoder=False),
         "features": make_bundle(root / "features", work / "features", seed=4, features=True),
     }
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("QARM_TEST_REDIS_URL")
-    if not url:
-        pytest.fail("QARM_TEST_REDIS_URL is not set: run the tests with `make test`")
-    return url
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -43,23 +42,22 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
-async def test_uploads_are_accepted_and_read_back_from_redis(tmp_path: Path) -> None:
+async def test_uploads_are_accepted_and_read_back_from_redis(
+    tmp_path: Path, redis_url: str
+) -> None:
     """What the locust users post is accepted, and decode_item reads Redis's bytes back as
     the codes the service answered."""
-    url = os.environ.get("QARM_TEST_REDIS_URL")
-    if not url:
-        pytest.fail("QARM_TEST_REDIS_URL is not set: run the tests with `make test`")
     bundle = make_bundle(tmp_path / "artifacts", tmp_path / "work", seed=4)
     prefix = f"qarmtest-{uuid.uuid4().hex[:12]}"
     settings = Settings(
         bundle=str(bundle),
-        redis_url=url,
+        redis_url=redis_url,
         redis_prefix=prefix,
         max_wait_ms=1.0,
         tokens=[{"name": "lt", "token": TOKEN, "scopes": ["write", "read"]}],
     )
     pool = MediaPool(seed=5, covers=4, clips=2)
-    client_r = redis.Redis.from_url(url)
+    client_r = redis.Redis.from_url(redis_url)
     try:
         async with running(settings) as (_, client):
             items = [pool.item(f"lt-{i}") for i in range(12)]

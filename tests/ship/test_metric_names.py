@@ -3,7 +3,6 @@ read from a live /metrics of the app (tiny bundle, real Redis) after a few reque
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterable
@@ -94,17 +93,14 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def scraped(tmp_path_factory: pytest.TempPathFactory) -> str:
+async def scraped(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> str:
     """/metrics of a live app after a write, a read, a rejected write and a failed reload."""
-    url = os.environ.get("QARM_TEST_REDIS_URL")
-    if not url:
-        pytest.fail("QARM_TEST_REDIS_URL is not set: run the tests with `make test`")
     root = tmp_path_factory.mktemp("ship-bundle")
     bundle = make_bundle(root / "a", root / "work", seed=5)
     prefix = f"qarmtest-{uuid.uuid4().hex[:12]}"
     settings = Settings(
         bundle=str(bundle),
-        redis_url=url,
+        redis_url=redis_url,
         redis_prefix=prefix,
         max_wait_ms=1.0,
         tokens=[
@@ -129,7 +125,7 @@ async def scraped(tmp_path_factory: pytest.TempPathFactory) -> str:
             assert r.status_code >= 400
             text = (await client.get("/metrics")).text
     finally:
-        client_r = redis.Redis.from_url(url)
+        client_r = redis.Redis.from_url(redis_url)
         keys = list(client_r.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             client_r.delete(*keys)

@@ -146,12 +146,26 @@ loadtest: redis $(VENV)/.installed-loadtest ## locust vs a local service (LOADTE
 	$(PY) -m loadtest.run --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/13 --time $(LOADTEST_TIME) --users $(LOADTEST_USERS)
 
 # --- the ranking room (issue 5): do the codes help a ranking model? ---
+# Each data set gets two evaluation bundles built with the same holdout (each user's latest
+# 20% of events and a seeded 10% of items never trained on): the aligned encoder's, and the
+# pre-trained one's (0 alignment steps). Then every ranking variant runs on both.
 .PHONY: eval eval-synthetic
-EVAL_BUNDLE ?= $$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)
+EVAL_DIR ?= data/eval
+EVAL_HOLDOUT ?= 0.2 0.1
 EVAL_SEEDS ?= 3
+EVAL_ABLATION_SEEDS ?= 1
+EVAL_SYNTHETIC_EVENTS ?= 100000
+EVAL_PIPELINE = $(PY) -m models pipeline --holdout $(EVAL_HOLDOUT) --no-int8
+latest = $$(ls -d $(1)/*/ | sort | tail -n 1)
 
-eval: $(VENV)/.installed-train data ## MovieLens-100k: every ranking variant x $(EVAL_SEEDS) seeds -> docs/results.md (EVAL_BUNDLE=artifacts/<version>)
-	$(PY) -m ranking evaluate --data movielens --data-dir $(MODELS_DATA) --bundle "$(EVAL_BUNDLE)" --seeds $(EVAL_SEEDS) --out docs/results.md
+eval: $(VENV)/.installed-train data ## MovieLens-100k: evaluation bundles, every ranking variant x $(EVAL_SEEDS) seeds, cold start, ablations -> docs/results.md
+	$(EVAL_PIPELINE) --data movielens --data-dir $(MODELS_DATA) --out $(EVAL_DIR)/movielens/aligned --report-dir $(EVAL_DIR)/movielens/runs-aligned
+	$(EVAL_PIPELINE) --data movielens --data-dir $(MODELS_DATA) --steps 0 --out $(EVAL_DIR)/movielens/unaligned --report-dir $(EVAL_DIR)/movielens/runs-unaligned
+	$(PY) -m ranking evaluate --data movielens --data-dir $(MODELS_DATA) --seeds $(EVAL_SEEDS) --ablation-seeds $(EVAL_ABLATION_SEEDS) \
+		--bundle $(call latest,$(EVAL_DIR)/movielens/aligned) --compare $(call latest,$(EVAL_DIR)/movielens/unaligned) --out docs/results.md
 
-eval-synthetic: $(VENV)/.installed-train ## the same on the synthetic catalog the bundle was built from -> docs/results-synthetic.md
-	$(PY) -m ranking evaluate --data synthetic --bundle "$(EVAL_BUNDLE)" --seeds $(EVAL_SEEDS) --out docs/results-synthetic.md
+eval-synthetic: $(VENV)/.installed-train ## the same on the synthetic catalog ($(EVAL_SYNTHETIC_EVENTS) events) -> docs/results-synthetic.md
+	$(EVAL_PIPELINE) --data synthetic --events $(EVAL_SYNTHETIC_EVENTS) --out $(EVAL_DIR)/synthetic/aligned --report-dir $(EVAL_DIR)/synthetic/runs-aligned
+	$(EVAL_PIPELINE) --data synthetic --events $(EVAL_SYNTHETIC_EVENTS) --steps 0 --out $(EVAL_DIR)/synthetic/unaligned --report-dir $(EVAL_DIR)/synthetic/runs-unaligned
+	$(PY) -m ranking evaluate --data synthetic --seeds $(EVAL_SEEDS) --ablation-seeds $(EVAL_ABLATION_SEEDS) \
+		--bundle $(call latest,$(EVAL_DIR)/synthetic/aligned) --compare $(call latest,$(EVAL_DIR)/synthetic/unaligned) --out docs/results-synthetic.md

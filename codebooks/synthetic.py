@@ -16,7 +16,7 @@ from codebooks.embeddings import Float32Array
 
 
 @dataclass(frozen=True)
-class SyntheticCatalog:
+class SyntheticEmbeddings:
     ids: npt.NDArray[np.str_]  # (N,) "item-0000000", ...
     embeddings: Float32Array  # (N, d), L2-normalised
     groups: npt.NDArray[np.int64]  # (N,) top-level cluster of each item
@@ -32,7 +32,7 @@ def clustered_embeddings(
     noise: float = 0.25,
     zipf: float = 1.1,
     seed: int = 0,
-) -> SyntheticCatalog:
+) -> SyntheticEmbeddings:
     """Draw `n` items from `groups` clusters of `subgroups` sub-clusters each.
 
     `spread` is the sub-cluster offset and `noise` the item offset, both relative to the unit
@@ -50,7 +50,7 @@ def clustered_embeddings(
     offsets = noise * scale[group] * rng.standard_normal((n, dim)) / np.sqrt(dim)
     x = _unit(sub[group, subgroup] + offsets).astype(np.float32)
     ids = np.char.add("item-", np.char.zfill(np.arange(n).astype(str), 7))
-    return SyntheticCatalog(ids=ids, embeddings=x, groups=group.astype(np.int64))
+    return SyntheticEmbeddings(ids=ids, embeddings=x, groups=group.astype(np.int64))
 
 
 def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
 
+from codebooks.holdout import Holdout
 from models.pipeline import PipelineConfig
 
 
@@ -37,6 +38,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         groups=args.groups,
         seed=args.seed,
         int8=not args.no_int8,
+        holdout=Holdout(args.holdout[0], args.holdout[1], args.seed) if args.holdout else None,
         align=replace(
             base.align,
             steps=args.steps,
@@ -103,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=d.encoder.train_text_layers,
         help="top MiniLM layers to fine-tune (0: frozen, its vectors cached)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        nargs=2,
+        metavar=("TEST_SHARE", "COLD_SHARE"),
+        help="evaluation run: learn only from each user's events before their latest "
+        "TEST_SHARE, and hold a seeded COLD_SHARE of items out entirely (e.g. 0.2 0.1)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")

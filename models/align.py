@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from models.catalog import Catalog, IntArray
+from codebooks.catalog import Catalog, IntArray
 from models.encoder import (
     FEATURE_INPUT,
     INPUT_NAMES,

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from models.catalog import AUDIO_SAMPLES, IMAGE_SIZE, SAMPLE_RATE, ItemContent
+from codebooks.catalog import AUDIO_SAMPLES, IMAGE_SIZE, SAMPLE_RATE, ItemContent
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing here reaches a hub
 

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 import torch
 
-from models.catalog import IntArray, Interactions
+from codebooks.catalog import IntArray, Interactions
 
 log = logging.getLogger(__name__)
 

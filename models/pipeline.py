@@ -6,6 +6,11 @@ align; embed again (the "after"); export the aligned encoder to ONNX and check p
 to int8 and keep it only if it agrees with fp32; then `codebooks.build` writes the bundle with
 `extra_files` and the manifest's `encoder` section. Reports (JSON, Markdown, PNG) go to
 `report_dir`, outside the immutable bundle tree, and a copy of the JSON rides in the bundle.
+
+With a `Holdout` (the ranking evaluation's runs) the pipeline learns from the past of warm items
+only: pairs are mined on `Holdout.training_events`, the codebooks are built on warm items, and
+the cold items are embedded by the exported ONNX graph, as the service would embed a new
+upload, into `holdout.npz` inside the bundle.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ import numpy.typing as npt
 import torch
 
 from codebooks.build import BuildConfig, build, train_codebooks
+from codebooks.catalog import (
+    Catalog,
+    Interactions,
+    SyntheticCatalog,
+    synthetic_catalog,
+    synthetic_interactions,
+)
 from codebooks.embeddings import checked
+from codebooks.holdout import HOLDOUT_FILE, ColdItems, Holdout, save_cold_items
+from codebooks.movielens import load_movielens
 from models.align import (
     AlignConfig,
     InputsFn,
@@ -36,13 +50,6 @@ from models.align import (
     recall_at_k,
     text_features,
     train,
-)
-from models.catalog import (
-    Catalog,
-    Interactions,
-    SyntheticCatalog,
-    synthetic_catalog,
-    synthetic_interactions,
 )
 from models.encoder import EncoderConfig, FeatureEncoder, MultimodalEncoder, load_tokenizer
 from models.export import (
@@ -60,7 +67,6 @@ from models.export import (
     session,
     write_tokenizer,
 )
-from models.movielens import load_movielens
 from models.pairs import MinedPairs, PairConfig, mine_pairs
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,7 @@ class PipelineConfig:
     seed: int = 0
     int8: bool = True  # try the int8 variant (kept only if it agrees with fp32)
     int8_check_items: int = 2000  # catalog items embedded by the int8 graph for the check
+    holdout: Holdout | None = None  # learn from the past of warm items only (evaluation runs)
     pairs: PairConfig = field(default_factory=PairConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
@@ -117,6 +124,10 @@ def run(config: PipelineConfig) -> PipelineResult | None:
     torch.manual_seed(config.seed)
     catalog, events = load_data(config)
     n = len(catalog)
+    warm = np.ones(n, dtype=bool)
+    if config.holdout is not None:
+        events = events.take(config.holdout.training_events(events, n))
+        warm = ~config.holdout.cold_items(n)
     pairs = mine_pairs(events, n, config.pairs)
     seconds["data_and_pairs"] = _lap(t)
 
@@ -180,9 +191,18 @@ def run(config: PipelineConfig) -> PipelineResult | None:
         report["seconds"] = seconds
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         extra[REPORT_FILE] = tmp / REPORT_FILE
+        if config.holdout is not None:
+            extra[HOLDOUT_FILE] = write_holdout(
+                config.holdout, catalog.ids, ~warm, extra[ENCODER_FILE], inputs_fn, tmp
+            )
         t = time.perf_counter()
         bundle = build(
-            catalog.ids, after, config.build, config.out, extra_files=extra, encoder=spec
+            catalog.ids[warm],
+            after[warm],
+            config.build,
+            config.out,
+            extra_files=extra,
+            encoder=spec,
         )
         seconds["build"] = _lap(t)
     report["bundle"] = str(bundle)
@@ -242,15 +262,36 @@ def _int8_check(
     n = len(after)
     rng = np.random.default_rng((config.seed, 5))
     rows = np.sort(rng.choice(n, size=min(n, config.int8_check_items), replace=False))
-    sess = session(int8_path)
-    int8 = np.concatenate(
-        [
-            run_onnx(sess, {k: v for k, v in inputs_fn(rows[i : i + 256]).items() if k != "text"})
-            for i in range(0, len(rows), 256)
-        ]
-    )
+    int8 = onnx_embed(session(int8_path), inputs_fn, rows)
     books = train_codebooks(checked(after, after.shape[1]), config.build)
     return int8_agreement(after[rows], int8, books)
+
+
+def onnx_embed(
+    sess: Any, inputs_fn: InputsFn, rows: npt.NDArray[np.int64], batch: int = 256
+) -> npt.NDArray[np.float32]:
+    """(len(rows), d) catalog rows embedded by an exported graph, from the same inputs the
+    torch model saw (the raw text is not a graph input)."""
+    parts = [
+        run_onnx(sess, {k: v for k, v in inputs_fn(rows[i : i + batch]).items() if k != "text"})
+        for i in range(0, len(rows), batch)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def write_holdout(
+    holdout: Holdout,
+    ids: npt.NDArray[np.str_],
+    cold: npt.NDArray[np.bool_],
+    onnx_path: Path,
+    inputs_fn: InputsFn,
+    tmp: Path,
+) -> Path:
+    """`holdout.npz`: the Holdout settings, and the cold items' ids and embeddings from the
+    exported fp32 graph, so a ranking evaluation scores them as the service would see them."""
+    rows = np.flatnonzero(cold).astype(np.int64)
+    emb = onnx_embed(session(onnx_path), inputs_fn, rows)
+    return save_cold_items(tmp / HOLDOUT_FILE, ColdItems(holdout, ids[rows], emb))
 
 
 def _upstream_features(

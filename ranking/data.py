@@ -1,12 +1,12 @@
-"""Ranking samples from a labelled interaction log: a per-user time split, history features
-that never see the future, and item popularity groups.
+"""Ranking samples from a labelled interaction log: a per-user time split, cold items, history
+features that never see the future, and item popularity groups.
 
-Every event (user, item, ts, label) becomes one sample. Each user's latest `test_share` of events
-(by time, at least one for a user with two or more events) is the test set, the rest is training:
-the model learns from the past of every user and is scored on what came next. A sample's history
-is the user's last `history` positive items whose timestamp is strictly before the event's, so
-neither the event itself nor anything at or after its time leaks into its features. Test samples
-do see the user's earlier test-time positives, as a ranking server would at that moment.
+Every event (user, item, ts, label) becomes one sample. `codebooks.holdout.Holdout` says which
+are scored: each user's latest `test_share` of events, and every test event of a cold item (a
+seeded share of items that training never sees). A sample's history is the user's last
+`history` positive items whose timestamp is strictly before the event's, so neither the event
+itself nor anything at or after its time leaks into its features. Test samples do see the
+user's earlier test-time positives, as a ranking server would at that moment.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from codebooks.catalog import Interactions
+from codebooks.holdout import Holdout
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -45,9 +48,10 @@ class Samples:
 
 @dataclass(frozen=True)
 class Split:
-    train: Samples
-    test: Samples
-    popularity: IntArray  # (N_items,) group 0..5 (L1..L6) by training frequency
+    train: Samples  # the past of warm items
+    test: Samples  # the latest events of warm items
+    cold_test: Samples  # the latest events of cold items (empty without cold items)
+    popularity: IntArray  # (N_items,) group 0..5 (L1..L6) by training frequency; cold: -1
 
 
 def history_features(
@@ -78,43 +82,40 @@ def history_features(
     return out
 
 
-def time_split_mask(user: IntArray, test_share: float) -> BoolArray:
-    """(S,) True for each user's latest `test_share` of events (rows sorted by (user, ts)).
-
-    Users with a single event stay in training; everyone else gets at least one test event.
-    """
-    if not 0 < test_share < 1:
-        raise ValueError(f"test_share must be in (0, 1), got {test_share}")
-    _, start, count = np.unique(user, return_index=True, return_counts=True)
-    n_test = np.where(count >= 2, np.maximum(1, np.floor(count * test_share)), 0).astype(np.int64)
-    position = np.arange(len(user)) - np.repeat(start, count)  # 0.. within the user
-    return position >= np.repeat(count - n_test, count)
-
-
-def popularity_groups(train_items: IntArray, n_items: int) -> IntArray:
-    """(n_items,) group 0..5 by training frequency: items ranked by count (ties by row) and cut
-    into six equal-sized groups, so L1 holds the rarest sixth (unseen items included)."""
-    counts = np.bincount(train_items, minlength=n_items)
-    order = np.lexsort((np.arange(n_items), counts))  # least frequent first
-    groups = np.empty(n_items, dtype=np.int64)
-    groups[order] = np.arange(n_items) * N_POPULARITY_GROUPS // max(n_items, 1)
+def popularity_groups(train_items: IntArray, warm: BoolArray) -> IntArray:
+    """(n_items,) group 0..5 by training frequency among the warm items: ranked by count (ties
+    by row) and cut into six equal-sized groups, so L1 holds the rarest sixth. Cold items, which
+    training never sees, are in no group (-1)."""
+    counts = np.bincount(train_items, minlength=len(warm))
+    rows = np.flatnonzero(warm)
+    order = rows[np.lexsort((rows, counts[rows]))]  # least frequent first
+    groups = np.full(len(warm), -1, dtype=np.int64)
+    groups[order] = np.arange(len(rows)) * N_POPULARITY_GROUPS // max(len(rows), 1)
     return groups
 
 
-def make_split(
-    user: IntArray,
-    item: IntArray,
-    ts: IntArray,
-    label: BoolArray,
-    n_items: int,
-    *,
-    history: int = 50,
-    test_share: float = 0.2,
-) -> Split:
-    """The whole protocol: sort by (user, ts), history features, per-user time split, groups."""
-    order = np.lexsort((ts, user))
-    user, item, ts, label = user[order], item[order], ts[order], label[order]
-    samples = Samples(user, item, ts, label, history_features(user, item, ts, label, history))
-    test = time_split_mask(user, test_share)
+def make_split(log: Interactions, n_items: int, holdout: Holdout, *, history: int = 50) -> Split:
+    """The whole protocol on a log sorted by (user, ts).
+
+    Events of cold items from before the test period are dropped, as if those items did not
+    exist yet; then history features are built; the training samples are the past of warm
+    items (exactly `holdout.training_events`), the test samples are the rest, warm and cold.
+    """
+    cold = holdout.cold_items(n_items)
+    test = holdout.test_events(log)
+    keep = test | ~cold[log.item]
+    log, test = log.take(keep), test[keep]
+    samples = Samples(
+        log.user,
+        log.item,
+        log.ts,
+        log.label,
+        history_features(log.user, log.item, log.ts, log.label, history),
+    )
     train = samples.take(~test)
-    return Split(train, samples.take(test), popularity_groups(train.item, n_items))
+    return Split(
+        train=train,
+        test=samples.take(test & ~cold[log.item]),
+        cold_test=samples.take(test & cold[log.item]),
+        popularity=popularity_groups(train.item, ~cold),
+    )

@@ -9,11 +9,11 @@ import pytest
 
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import Bundle, load_bundle
-from codebooks.synthetic import SyntheticCatalog, clustered_embeddings
+from codebooks.synthetic import SyntheticEmbeddings, clustered_embeddings
 
 
 @pytest.fixture(scope="session")
-def catalog() -> SyntheticCatalog:
+def embedded() -> SyntheticEmbeddings:
     return clustered_embeddings(3000, 16, groups=12, subgroups=4, seed=1)
 
 
@@ -24,9 +24,9 @@ def config() -> BuildConfig:
 
 @pytest.fixture(scope="session")
 def bundle_path(
-    tmp_path_factory: pytest.TempPathFactory, catalog: SyntheticCatalog, config: BuildConfig
+    tmp_path_factory: pytest.TempPathFactory, embedded: SyntheticEmbeddings, config: BuildConfig
 ) -> Path:
-    return build(catalog.ids, catalog.embeddings, config, tmp_path_factory.mktemp("artifacts"))
+    return build(embedded.ids, embedded.embeddings, config, tmp_path_factory.mktemp("artifacts"))
 
 
 @pytest.fixture(scope="session")

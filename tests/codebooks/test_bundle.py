@@ -19,7 +19,7 @@ from codebooks.bundle import (
     load_bundle,
     sha256_of,
 )
-from codebooks.synthetic import SyntheticCatalog
+from codebooks.synthetic import SyntheticEmbeddings
 
 
 def test_a_built_bundle_loads_with_its_shapes_and_metrics(
@@ -89,10 +89,10 @@ def test_an_array_of_the_wrong_dim_is_refused_even_with_its_checksum(writable_bu
 
 
 def test_a_new_build_is_a_new_version_and_latest_finds_it(
-    tmp_path: Path, catalog: SyntheticCatalog, config: BuildConfig
+    tmp_path: Path, embedded: SyntheticEmbeddings, config: BuildConfig
 ) -> None:
-    first = build(catalog.ids, catalog.embeddings, config, tmp_path)
-    second = build(catalog.ids[:2000], catalog.embeddings[:2000], config, tmp_path)
+    first = build(embedded.ids, embedded.embeddings, config, tmp_path)
+    second = build(embedded.ids[:2000], embedded.embeddings[:2000], config, tmp_path)
     assert first != second
     assert latest_bundle(tmp_path) == max(first, second)
     assert not list(tmp_path.glob(".tmp-*"))  # nothing half-written is left behind
@@ -103,9 +103,9 @@ def test_latest_says_how_to_build_when_there_is_none(tmp_path: Path) -> None:
         latest_bundle(tmp_path)
 
 
-def test_a_build_that_fails_leaves_nothing(tmp_path: Path, catalog: SyntheticCatalog) -> None:
+def test_a_build_that_fails_leaves_nothing(tmp_path: Path, embedded: SyntheticEmbeddings) -> None:
     with pytest.raises(ValueError, match="at least max"):
-        build(catalog.ids[:10], catalog.embeddings[:10], BuildConfig(gpu="off"), tmp_path)
+        build(embedded.ids[:10], embedded.embeddings[:10], BuildConfig(gpu="off"), tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

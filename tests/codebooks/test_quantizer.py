@@ -12,7 +12,7 @@ from codebooks.build import BuildConfig, build
 from codebooks.bundle import Bundle, load_bundle
 from codebooks.embeddings import EmbeddingError
 from codebooks.quantizer import Quantizer
-from codebooks.synthetic import SyntheticCatalog, clustered_embeddings
+from codebooks.synthetic import SyntheticEmbeddings, clustered_embeddings
 from codebooks.vq import search
 
 
@@ -22,17 +22,19 @@ def quantizer(bundle: Bundle) -> Quantizer:
 
 
 def test_catalog_items_get_the_codes_the_build_gave_them(
-    quantizer: Quantizer, catalog: SyntheticCatalog
+    quantizer: Quantizer, embedded: SyntheticEmbeddings
 ) -> None:
-    vq, rq = quantizer.encode(catalog.embeddings)
+    vq, rq = quantizer.encode(embedded.embeddings)
     assert vq.shape == (3000, 5)
     assert vq.dtype == rq.dtype == np.int32
     np.testing.assert_array_equal(rq, quantizer.bundle.rq_codes)
     np.testing.assert_array_equal(vq[:, 0], np.arange(3000))  # each item is its own nearest row
 
 
-def test_scale_does_not_change_the_codes(quantizer: Quantizer, catalog: SyntheticCatalog) -> None:
-    x = catalog.embeddings[:100]
+def test_scale_does_not_change_the_codes(
+    quantizer: Quantizer, embedded: SyntheticEmbeddings
+) -> None:
+    x = embedded.embeddings[:100]
     a = quantizer.encode(x)
     b = quantizer.encode(x * np.float32(3.5))
     np.testing.assert_array_equal(a[0], b[0])
@@ -63,9 +65,9 @@ def test_malformed_batches_are_refused(quantizer: Quantizer, batch: object, mess
     ],
 )
 def test_a_bad_row_is_refused_naming_the_row(
-    quantizer: Quantizer, catalog: SyntheticCatalog, value: float, message: str
+    quantizer: Quantizer, embedded: SyntheticEmbeddings, value: float, message: str
 ) -> None:
-    x = catalog.embeddings[:4].copy()
+    x = embedded.embeddings[:4].copy()
     x[2] = value
     with pytest.raises(EmbeddingError, match=message) as err:
         quantizer.encode(x)
@@ -73,9 +75,9 @@ def test_a_bad_row_is_refused_naming_the_row(
 
 
 def test_concurrent_callers_get_the_serial_answers(
-    quantizer: Quantizer, catalog: SyntheticCatalog
+    quantizer: Quantizer, embedded: SyntheticEmbeddings
 ) -> None:
-    chunks = np.array_split(catalog.embeddings, 24)
+    chunks = np.array_split(embedded.embeddings, 24)
     serial = [quantizer.encode(c) for c in chunks]
     with ThreadPoolExecutor(max_workers=8) as pool:
         concurrent = list(pool.map(quantizer.encode, chunks))
@@ -87,9 +89,9 @@ def test_concurrent_callers_get_the_serial_answers(
 @settings(max_examples=25, deadline=None)
 @given(perm=st.permutations(list(range(40))))
 def test_batch_order_is_preserved(
-    quantizer: Quantizer, catalog: SyntheticCatalog, perm: list[int]
+    quantizer: Quantizer, embedded: SyntheticEmbeddings, perm: list[int]
 ) -> None:
-    x = catalog.embeddings[:40]
+    x = embedded.embeddings[:40]
     vq, rq = quantizer.encode(x)
     vq_p, rq_p = quantizer.encode(x[perm])
     np.testing.assert_array_equal(rq_p, rq[perm])
@@ -99,9 +101,9 @@ def test_batch_order_is_preserved(
 def test_every_vq_code_is_a_real_row_even_when_probed_lists_are_short(tmp_path: Path) -> None:
     """An IVF index whose nprobe lists hold fewer than K items returns -1 for the rest; the
     quantizer searches those rows again over every list, so no code is ever -1."""
-    catalog = clustered_embeddings(3000, 16, seed=0)
+    embedded = clustered_embeddings(3000, 16, seed=0)
     config = BuildConfig(k=25, levels=2, centroids=16, vq_index="ivf", target_recall=0.3, gpu="off")
-    bundle = load_bundle(build(catalog.ids, catalog.embeddings, config, tmp_path))
+    bundle = load_bundle(build(embedded.ids, embedded.embeddings, config, tmp_path))
     queries = clustered_embeddings(4000, 16, seed=3).embeddings
     assert (search(bundle.vq_index, queries, 25) < 0).any()  # the case exists at this nprobe
     vq, _ = Quantizer(bundle, gpu="off").encode(queries)
@@ -110,8 +112,8 @@ def test_every_vq_code_is_a_real_row_even_when_probed_lists_are_short(tmp_path: 
 
 
 def test_huge_but_finite_rows_are_normalised_not_zeroed(
-    quantizer: Quantizer, catalog: SyntheticCatalog
+    quantizer: Quantizer, embedded: SyntheticEmbeddings
 ) -> None:
-    x = catalog.embeddings[:3].copy()
+    x = embedded.embeddings[:3].copy()
     huge = x * np.float32(1e30)  # float32 norms of these overflow to inf
     np.testing.assert_array_equal(quantizer.encode(huge)[1], quantizer.encode(x)[1])

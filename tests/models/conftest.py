@@ -1,4 +1,4 @@
-"""Small catalogs, logs and one tiny encoder shared by the models tests (torch required)."""
+"""The tokenizer and one tiny encoder shared by the models tests (torch required)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,7 @@ pytest.importorskip("torch", reason="models/ needs torch: run `make install-trai
 import torch
 from tokenizers import Tokenizer
 
-from models.catalog import (
-    Interactions,
-    SyntheticCatalog,
-    synthetic_catalog,
-    synthetic_interactions,
-)
 from models.encoder import EncoderConfig, MultimodalEncoder, load_tokenizer
-
-
-@pytest.fixture(scope="session")
-def catalog() -> SyntheticCatalog:
-    return synthetic_catalog(400, n_groups=8, seed=3)
-
-
-@pytest.fixture(scope="session")
-def events(catalog: SyntheticCatalog) -> Interactions:
-    return synthetic_interactions(catalog, 30_000, seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from codebooks.catalog import synthetic_catalog
 from models.align import AlignConfig, InputsFn, catalog_inputs, train
-from models.catalog import synthetic_catalog
 from models.encoder import EncoderConfig, MultimodalEncoder, load_tokenizer
 
 BATCH = 4  # pairs per process; the global batch is 2 * BATCH

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from models.catalog import SyntheticCatalog
+from codebooks.catalog import SyntheticCatalog
 from models.encoder import (
     INPUT_NAMES,
     EncoderConfig,

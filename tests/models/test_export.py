@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from codebooks.catalog import SyntheticCatalog
 from codebooks.rq_train import train_residual_kmeans
-from models.catalog import SyntheticCatalog
 from models.encoder import EncoderConfig, FeatureEncoder, MultimodalEncoder, encode_inputs
 from models.export import (
     encoder_spec,

@@ -10,7 +10,7 @@ from itertools import combinations
 
 import numpy as np
 
-from models.catalog import Interactions, SyntheticCatalog
+from codebooks.catalog import Interactions, SyntheticCatalog
 from models.pairs import (
     PairConfig,
     merge_pairs,

@@ -15,13 +15,15 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from codebooks.bundle import load_bundle
+from codebooks.catalog import synthetic_catalog
+from codebooks.holdout import HOLDOUT_FILE, Holdout, load_cold_items
+from codebooks.movielens import load_movielens
 from codebooks.quantizer import Quantizer
 from models.align import AlignConfig
-from models.catalog import synthetic_catalog
 from models.export import encoder_spec, session
 from models.pipeline import PipelineConfig, run
+from tests.codebooks.test_movielens import ITEMS, RATINGS
 from tests.models.small import SMALL_BUILD, small_synthetic
-from tests.models.test_movielens import ITEMS, RATINGS
 
 Run = tuple[PipelineConfig, Path, dict[str, Any]]
 
@@ -82,7 +84,8 @@ def test_bundle_serves_without_torch_code(synthetic_run: Run) -> None:
     assert (rq == bundle.rq_codes[rows]).all(axis=1).mean() >= 0.95
 
 
-def test_movielens_in_features_mode(tmp_path: Path) -> None:
+def _tiny_movielens(tmp_path: Path, **settings: Any) -> PipelineConfig:
+    """63 films and 3,000 ratings in RecBole's files; the pipeline in features mode on them."""
     data = tmp_path / "ml"
     data.mkdir()
     movies = "".join(
@@ -98,7 +101,7 @@ def test_movielens_in_features_mode(tmp_path: Path) -> None:
         )
     )
     (data / "ml-100k.inter").write_text(RATINGS + ratings)
-    config = PipelineConfig(
+    return PipelineConfig(
         data="movielens",
         data_dir=data,
         mode="features",
@@ -106,8 +109,12 @@ def test_movielens_in_features_mode(tmp_path: Path) -> None:
         report_dir=tmp_path / "reports",
         align=AlignConfig(steps=3, batch_size=16, progress=False),
         build=SMALL_BUILD,
+        **settings,
     )
-    result = run(config)
+
+
+def test_movielens_in_features_mode(tmp_path: Path) -> None:
+    result = run(_tiny_movielens(tmp_path))
     assert result is not None
     manifest = load_bundle(result.bundle).manifest
     assert manifest.n_items == 63
@@ -115,3 +122,26 @@ def test_movielens_in_features_mode(tmp_path: Path) -> None:
     assert manifest.encoder["mode"] == "features"
     assert manifest.encoder["inputs"] == {"features": ["float32", ["batch", 384]]}
     assert "tokenizer.json" not in manifest.files
+
+
+def test_a_holdout_keeps_the_test_period_and_cold_items_out(tmp_path: Path) -> None:
+    """What the ranking evaluation relies on: pairs from the past of warm items only, cold
+    items outside the codebooks, and their embeddings from the exported graph in the bundle."""
+    holdout = Holdout(test_share=0.2, cold_share=0.1, seed=2)
+    config = _tiny_movielens(tmp_path, holdout=holdout)
+    result = run(config)
+    assert result is not None
+    movies, events = load_movielens(config.data_dir)
+    cold = holdout.cold_items(len(movies))
+    assert result.report["events"] == holdout.training_events(events, len(movies)).sum()
+    bundle = load_bundle(result.bundle)
+    assert sorted(bundle.item_ids.tolist()) == sorted(movies.ids[~cold].tolist())
+    assert HOLDOUT_FILE in bundle.manifest.files  # checksummed like every bundle file
+    held = load_cold_items(result.bundle)
+    assert held is not None
+    assert held.holdout == holdout
+    assert held.ids.tolist() == movies.ids[cold].tolist()
+    assert held.embeddings.shape == (int(cold.sum()), bundle.manifest.dim)
+    np.testing.assert_allclose(np.linalg.norm(held.embeddings, axis=1), 1.0, atol=1e-5)
+    vq, _ = Quantizer(bundle, gpu="off").encode(held.embeddings)
+    assert (vq < bundle.manifest.n_items).all()  # their neighbours are warm catalog rows

@@ -1,8 +1,9 @@
-"""The whole evaluation, end to end, on a tiny synthetic catalog and a bundle built for it."""
+"""The whole evaluation, end to end, on a tiny synthetic catalog and bundles built for it."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,29 +12,45 @@ import pytest
 pytest.importorskip("torch")
 
 from codebooks import BuildConfig, build
-from models.catalog import synthetic_catalog
+from codebooks.catalog import synthetic_catalog
+from codebooks.holdout import HOLDOUT_FILE, ColdItems, Holdout, save_cold_items
 from ranking.__main__ import main
 from ranking.evaluate import LABELS, EvalConfig, evaluate
 from ranking.model import RankConfig
 
 ITEMS, GROUPS = 120, 4
+HOLDOUT = Holdout(test_share=0.2, cold_share=0.15, seed=0)
+
+
+def _bundle(root: Path, signal: float, holdout: Holdout = HOLDOUT) -> Path:
+    """An evaluation bundle: embeddings that follow the business group by `signal`, plus noise;
+    the warm items in its catalog, the cold ones in its holdout file."""
+    catalog = synthetic_catalog(ITEMS, n_groups=GROUPS, seed=0)
+    rng = np.random.default_rng(0)
+    emb = signal * np.eye(GROUPS, 16, dtype=np.float32)[catalog.business] + 0.3 * (
+        rng.standard_normal((ITEMS, 16)).astype(np.float32)
+    )
+    cold = holdout.cold_items(ITEMS)
+    root.mkdir(parents=True, exist_ok=True)
+    extra = save_cold_items(root / HOLDOUT_FILE, ColdItems(holdout, catalog.ids[cold], emb[cold]))
+    config = BuildConfig(k=5, levels=3, centroids=8, niter=5, gpu="off")
+    return build(
+        catalog.ids[~cold], emb[~cold], config, root / "bundles", extra_files={HOLDOUT_FILE: extra}
+    )
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Codes for the tiny catalog: embeddings that follow the business group, plus noise."""
-    catalog = synthetic_catalog(ITEMS, n_groups=GROUPS, seed=0)
-    rng = np.random.default_rng(0)
-    emb = np.eye(GROUPS, 16, dtype=np.float32)[catalog.business] + 0.3 * rng.standard_normal(
-        (ITEMS, 16)
-    ).astype(np.float32)
-    config = BuildConfig(k=5, levels=3, centroids=8, niter=5, gpu="off")
-    return build(catalog.ids, emb, config, tmp_path_factory.mktemp("artifacts"))
+    return _bundle(tmp_path_factory.mktemp("aligned"), signal=1.0)
 
 
-def test_evaluate_writes_every_table(bundle: Path, tmp_path: Path) -> None:
-    out = tmp_path / "results.md"
-    config = EvalConfig(
+@pytest.fixture(scope="module")
+def unaligned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _bundle(tmp_path_factory.mktemp("unaligned"), signal=0.0)
+
+
+def _config(bundle: Path, out: Path) -> EvalConfig:
+    return EvalConfig(
         data="synthetic",
         bundle=bundle,
         items=ITEMS,
@@ -42,26 +59,49 @@ def test_evaluate_writes_every_table(bundle: Path, tmp_path: Path) -> None:
         history=10,
         seeds=(0, 1),
         rank=RankConfig(dim=4, epochs=1, batch_size=256),
+        ks=(2, 5),
+        code_dims=(4, 8),
         out=out,
+        progress=False,
     )
-    runs = evaluate(config)
-    assert len(runs) == 2 * len(LABELS)
-    for run in runs:
-        for value in run.metrics.values():
+
+
+def test_evaluate_writes_every_table(bundle: Path, unaligned: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    runs = evaluate(replace(_config(bundle, out), compare=unaligned))
+    main_runs = [r for r in runs if r.study == "main"]
+    assert len(main_runs) == 2 * len(LABELS)
+    assert len([r for r in runs if r.study == "unaligned"]) == 2 * 4  # the code variants
+    assert len([r for r in runs if r.study == "random"]) == 2 * 2  # +RQ and +VQ & RQ
+    assert len([r for r in runs if r.study in ("k", "width")]) == 4
+    for run in main_runs:
+        assert run.cold is not None
+        for value in [*run.warm.metrics.values(), *run.cold.metrics.values()]:
             assert 0.0 <= value <= 1.0
     text = out.read_text()
+    assert "## Cold-start items" in text
+    assert "## Is alignment worth it?" in text
+    assert "## Do the codes' meanings matter?" in text
+    assert "| +VQ Code with K = |" in text
     for label in LABELS.values():
-        assert text.count(f"| {label} |") == 2  # main table and popularity table
+        assert text.count(f"| {label} |") >= 3  # warm, cold and popularity tables
     # the table's mean is the mean over the seeds' runs
-    base_auc = np.mean([r.metrics["auc"] for r in runs if r.variant == "base"])
+    base_auc = np.mean([r.warm.metrics["auc"] for r in main_runs if r.variant == "base"])
     row = re.search(r"\| Baseline \| ([0-9.]+) \+-", text)
     assert row is not None
     assert float(row.group(1)) == pytest.approx(base_auc, abs=1e-4)
-    assert out.with_suffix(".png").stat().st_size > 0
+    for png in ("results-groups.png", "results-ablations.png"):
+        assert (tmp_path / png).stat().st_size > 0
 
 
-def test_cli_runs_one_variant(bundle: Path, tmp_path: Path) -> None:
+def test_a_compare_bundle_must_hold_out_the_same(bundle: Path, tmp_path: Path) -> None:
+    other = _bundle(tmp_path, signal=0.0, holdout=Holdout(0.2, 0.15, seed=1))
+    with pytest.raises(ValueError, match="holdout"):
+        evaluate(replace(_config(bundle, tmp_path / "r.md"), compare=other))
+
+
+def test_cli_names_the_missing_items(bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.md"
     # the CLI's synthetic defaults are the pipeline's (5000 items): too many for this bundle
-    with pytest.raises(ValueError, match="not in the bundle"):
+    with pytest.raises(ValueError, match="neither in the bundle nor in its holdout"):
         main(["evaluate", "--data", "synthetic", "--bundle", str(bundle), "--out", str(out)])

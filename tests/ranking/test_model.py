@@ -61,3 +61,14 @@ def test_training_learns_a_separable_rule() -> None:
         config = RankConfig(variant=variant, dim=4, epochs=5, batch_size=64)
         p = predict(train_ranker(samples, 2, 5, _codes(), config), samples)
         assert p[samples.label].min() > p[~samples.label].max(), variant
+
+
+def test_attention_matches_the_concatenated_din_input() -> None:
+    torch.manual_seed(0)
+    model = Ranker(2, 5, _codes(), RankConfig(variant="vqrq", dim=4))
+    target = torch.randn(3, 7)
+    hist = torch.randn(3, 5, 7)
+    model.attention_in = torch.nn.Linear(28, 6)
+    q = target[:, None, :].expand_as(hist)
+    reference = model.attention_in(torch.cat([q, hist, q - hist, q * hist], dim=-1))
+    assert torch.allclose(model.attention_hidden(target, hist), reference, atol=1e-5)

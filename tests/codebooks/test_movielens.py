@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("torch", reason="models/ needs torch: run `make install-train`")
-
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from models.movielens import load_movielens
+from codebooks.movielens import load_movielens
 
 ITEMS = (
     "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"

@@ -105,9 +105,12 @@ class Interactions:
     def n_users(self) -> int:
         return int(self.user.max()) + 1 if len(self.user) else 0
 
+    def take(self, rows: npt.NDArray[np.bool_] | IntArray) -> Interactions:
+        """The events at `rows` (a mask or sorted row indices), still sorted by (user, ts)."""
+        return Interactions(self.user[rows], self.item[rows], self.ts[rows], self.label[rows])
+
     def positives(self) -> Interactions:
-        keep = self.label
-        return Interactions(self.user[keep], self.item[keep], self.ts[keep], self.label[keep])
+        return self.take(self.label)
 
 
 @dataclass(frozen=True)

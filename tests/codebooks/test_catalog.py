@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("torch", reason="models/ needs torch: run `make install-train`")
-
 import numpy as np
 
-from models.catalog import (
+from codebooks.catalog import (
     AUDIO_SAMPLES,
     IMAGE_SIZE,
     Interactions,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from models.catalog import (
+from codebooks.catalog import (
     AUDIO_SAMPLES,
     IMAGE_SIZE,
     IntArray,

@@ -14,9 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from codebooks import load_bundle
+from codebooks.catalog import synthetic_catalog
 from tests.service.conftest import png_b64, running, wav_b64
 
 pytestmark = pytest.mark.anyio
@@ -75,3 +77,30 @@ async def test_real_encoder_serves_every_modality(make_settings: Any, real_bundl
         assert alone.json()["suffix"] == codes[0]["suffix"]
         text = (await client.get("/metrics")).text
         assert "qarm_encoder_info{provider=" in text
+
+
+async def test_a_text_only_upload_is_encoded_as_the_pipeline_encoded_it(
+    make_settings: Any, real_bundle: Path
+) -> None:
+    """A new upload with the text of a text-only catalog item gets that item's RQ code, and its
+    nearest VQ row holds the same text: the service and the offline pipeline (which embeds the
+    ranking evaluation's cold items with the exported graph) encode content alike."""
+    config = json.loads((real_bundle / "alignment.json").read_text())["config"]
+    if config["data"] != "synthetic":
+        pytest.skip(f"{real_bundle} was built from {config['data']}, not the synthetic catalog")
+    catalog = synthetic_catalog(config["items"], n_groups=config["groups"], seed=config["seed"])
+    bundle = load_bundle(real_bundle)
+    row_of = {str(item_id): row for row, item_id in enumerate(bundle.item_ids)}
+    text_only = ~catalog.has_image & ~catalog.has_audio
+    rows = [r for r in np.flatnonzero(text_only) if str(catalog.ids[r]) in row_of][:8]
+    assert rows, "the catalog has no text-only item in the bundle"
+    texts = catalog.texts(np.array(rows))
+    items = [{"id": f"copy-{r}", "text": t} for r, t in zip(rows, texts, strict=True)]
+    async with running(make_settings(bundle=str(real_bundle))) as (_, client):
+        r = await client.post("/v1/items", json={"items": items})
+    assert r.status_code == 200, r.text
+    all_texts = catalog.texts(np.arange(len(catalog)))
+    for row, text, got in zip(rows, texts, r.json()["items"], strict=True):
+        assert got["rq"] == bundle.rq_codes[row_of[str(catalog.ids[row])]].tolist()
+        nearest = str(bundle.item_ids[got["vq"][0]])
+        assert all_texts[int(nearest.removeprefix("item-"))] == text

@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
         store = open_store(settings)
         metrics.declare(error_kinds(), store.kind)
+        metrics.queue_capacity.set(settings.max_queue)
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="qarm-decode")
         encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
         batcher: Batcher | None = None

@@ -43,6 +43,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "qarm_queue_depth_items", "items waiting to be batched", registry=r
         )
+        self.queue_capacity = Gauge(
+            "qarm_queue_capacity_items",
+            "items the queue holds (QARM_MAX_QUEUE); beyond it writes get 503",
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "qarm_queue_wait_seconds",
             "time an item waited in the queue before its batch started",

@@ -56,8 +56,11 @@ CREATE TABLE IF NOT EXISTS seeded (version TEXT PRIMARY KEY);
 class SqliteStore(Store):
     kind = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, seed_chunk: int = 2000) -> None:
+        """`seed_chunk`: catalog items seeded per transaction at activation, so reads and writes
+        queued on the store's one thread are answered between chunks, not after the whole seed."""
         self.path = path
+        self.seed_chunk = seed_chunk
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qarm-sqlite")
         self._conn: sqlite3.Connection | None = None
 
@@ -83,19 +86,34 @@ class SqliteStore(Store):
         return await self._run("active version", get)
 
     async def activate(self, version: str, catalog: Catalog, *, seed_lookups: bool) -> None:
-        def activate(c: sqlite3.Connection) -> None:
+        """Seed the version's counters, then its lookups chunk by chunk (each chunk its own
+        transaction, idempotent), then mark it seeded and active. A seed cut short is redone at
+        the next activation: nothing marks the version seeded before every chunk is in."""
+
+        def seeded(c: sqlite3.Connection) -> bool:
+            return bool(c.execute("SELECT 1 FROM seeded WHERE version = ?", (version,)).fetchone())
+
+        def seed_counters_(c: sqlite3.Connection) -> None:
             with _Transaction(c):
-                if not c.execute("SELECT 1 FROM seeded WHERE version = ?", (version,)).fetchone():
-                    c.executemany(
-                        "INSERT OR IGNORE INTO counters VALUES (?, ?, ?)",
-                        ((version, t, n) for t, n in seed_counters(catalog).items()),
-                    )
-                    if seed_lookups:
-                        _seed_lookups(c, version, catalog)
-                    c.execute("INSERT INTO seeded VALUES (?)", (version,))
+                c.executemany(
+                    "INSERT OR IGNORE INTO counters VALUES (?, ?, ?)",
+                    ((version, t, n) for t, n in seed_counters(catalog).items()),
+                )
+
+        def finish(c: sqlite3.Connection) -> None:
+            with _Transaction(c):
+                c.execute("INSERT OR IGNORE INTO seeded VALUES (?)", (version,))
                 c.execute("INSERT OR REPLACE INTO meta VALUES ('active', ?)", (version,))
 
-        await self._run("activate", activate)
+        if not await self._run("activate", seeded):
+            await self._run("activate", seed_counters_)
+            if seed_lookups:
+                for start in range(0, len(catalog.item_ids), self.seed_chunk):
+                    rows = slice(start, start + self.seed_chunk)
+                    await self._run(
+                        "activate", lambda c, r=rows: _seed_lookups(c, version, catalog, r)
+                    )
+        await self._run("activate", finish)
 
     async def write(self, version: str, items: Sequence[NewCodes]) -> list[StoredCodes]:
         def write(c: sqlite3.Connection) -> list[StoredCodes]:
@@ -221,17 +239,19 @@ class _Transaction:
             raise
 
 
-def _seed_lookups(c: sqlite3.Connection, version: str, catalog: Catalog) -> None:
-    rows = zip(
-        catalog.item_ids.tolist(),
-        catalog.rq_codes.tolist(),
-        catalog.sid_suffix.tolist(),
+def _seed_lookups(c: sqlite3.Connection, version: str, catalog: Catalog, rows: slice) -> None:
+    """The semantic-ID and prefix rows of catalog items `rows`, in one transaction."""
+    items = zip(
+        catalog.item_ids[rows].tolist(),
+        catalog.rq_codes[rows].tolist(),
+        catalog.sid_suffix[rows].tolist(),
         strict=True,
     )
-    for item_id, rq, suffix in rows:
-        sid = sid_of(rq, suffix)
-        c.execute("INSERT OR IGNORE INTO sids VALUES (?, ?, ?)", (version, sid, item_id))
-        c.executemany(
-            "INSERT OR IGNORE INTO prefixes VALUES (?, ?, ?)",
-            ((version, codes_key(p), item_id) for p in prefixes(tuple(rq))),
-        )
+    with _Transaction(c):
+        for item_id, rq, suffix in items:
+            sid = sid_of(rq, suffix)
+            c.execute("INSERT OR IGNORE INTO sids VALUES (?, ?, ?)", (version, sid, item_id))
+            c.executemany(
+                "INSERT OR IGNORE INTO prefixes VALUES (?, ?, ?)",
+                ((version, codes_key(p), item_id) for p in prefixes(tuple(rq))),
+            )

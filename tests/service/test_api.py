@@ -213,6 +213,7 @@ async def test_health_and_metrics(make_settings: Any) -> None:
             assert metric_value(text, "qarm_stage_duration_seconds_count", {"stage": stage}) >= 1
         assert metric_value(text, "qarm_queue_wait_seconds_count") >= 1
         assert "qarm_queue_depth_items" in text
+        assert metric_value(text, "qarm_queue_capacity_items") == make_settings().max_queue
         assert 'qarm_encoder_info{provider="CPUExecutionProvider"} 1.0' in text
         assert "qarm_bundle_info{" in text
         assert "process_cpu_seconds_total" in text

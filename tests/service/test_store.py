@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from service.store import Catalog, NewCodes, RedisStore, SqliteStore, Store, StoredCodes, StoreError
-from service.store.base import decode_value
+from service.store.base import decode_value, sid_of
 
 pytestmark = pytest.mark.anyio
 
@@ -214,3 +214,31 @@ async def test_redis_keeps_only_the_active_and_the_previous_catalog(
         assert list(store._catalogs) == ["v2", "v3"]
     finally:
         await store.close()
+
+
+async def test_sqlite_seeds_in_chunks_and_answers_between_them(tmp_path: Path) -> None:
+    """A reload of a big catalog must not hold reads back until the whole seed is in: with one
+    item per chunk, a read queued during activation is answered before activation ends, and
+    every catalog item is still found by semantic ID and by prefix afterwards."""
+    n = 60
+    rng = np.random.default_rng(0)
+    catalog = Catalog(
+        item_ids=np.array([f"i{k}" for k in range(n)]),
+        rq_codes=rng.integers(0, 3, size=(n, 3)).astype(np.int32),
+        sid_suffix=np.arange(n, dtype=np.int32),
+    )
+    store = SqliteStore(tmp_path / "s.sqlite3", seed_chunk=1)
+    await store.activate("v1", CATALOG, seed_lookups=True)
+    await store.write("v1", [new("a", (0, 0, 1))])
+    activation = asyncio.create_task(store.activate("v2", catalog, seed_lookups=True))
+    await asyncio.sleep(0)  # let activation queue its first chunk
+    assert await store.get_many("v1", ["a"]) != [None]
+    assert await store.active_version() == "v1"
+    assert not activation.done()
+    await activation
+    assert await store.active_version() == "v2"
+    for k in range(n):
+        rq = tuple(int(c) for c in catalog.rq_codes[k])
+        assert await store.item_for_sid("v2", sid_of(rq, k)) == f"i{k}"
+        assert f"i{k}" in await store.items_for_prefix("v2", rq[:1], limit=n)
+    await store.close()

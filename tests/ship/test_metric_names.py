@@ -197,6 +197,7 @@ async def test_live_metrics_carry_the_stage_histograms(exported: set[str]) -> No
         "qarm_request_duration_seconds_bucket",
         "qarm_stage_duration_seconds_count",
         "qarm_queue_depth_items",
+        "qarm_queue_capacity_items",
         "qarm_bundle_info",
     ):
         assert name in exported

@@ -43,6 +43,7 @@ HEALTHY = [
     latency("0.01", 3000, "/v1/codes:batchGet", "POST"),
     latency("+Inf", 3000, "/v1/codes:batchGet", "POST"),
     series("qarm_queue_depth_items", "", "12x40"),
+    series("qarm_queue_capacity_items", "", "2048x40"),
     series("qarm_store_errors_total", 'store="redis", op="write"', "0x40"),
     series("qarm_errors_total", 'kind="invalid_input"', "0+1x40"),
     {
@@ -83,7 +84,10 @@ FIRING: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
     ),
     "QarmHigh5xxRate": ([requests("200", 600), requests("503", 60)], {"severity": "critical"}),
     "QarmQueueSaturated": (
-        [series("qarm_queue_depth_items", "", "1900x40")],
+        [
+            series("qarm_queue_depth_items", "", "1900x40"),
+            series("qarm_queue_capacity_items", "", "2048x40"),
+        ],
         {"severity": "warning", "pod": POD},
     ),
     "QarmStoreErrors": (

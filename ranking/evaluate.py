@@ -353,23 +353,16 @@ def _versus_table(a: list[Run], b: list[Run], names: tuple[str, str]) -> list[st
 
 def _ablation_tables(runs: list[Run], config: EvalConfig) -> list[str]:
     seeds = sorted({r.rank.seed for r in runs})
-    lines = [
-        f"## Ablations (paper Tables 7 and 8; seeds {seeds})",
-        "",
-        "| +VQ Code with K = | warm AUC | warm GAUC | cold AUC |",
-        "|---|---|---|---|",
-    ]
-    for k in config.ks:
-        rs = [r for r in runs if r.study == "k" and r.setting == k]
-        lines.append(f"| {k} | " + " | ".join(_cells3(rs)) + " |")
-    lines += [
-        "",
-        "| +RQ Code with code width = | warm AUC | warm GAUC | cold AUC |",
-        "|---|---|---|---|",
-    ]
-    for d in config.code_dims:
-        rs = [r for r in runs if r.study == "width" and r.setting == d]
-        lines.append(f"| {d} | " + " | ".join(_cells3(rs)) + " |")
+    lines = [f"## Ablations (paper Tables 7 and 8; seeds {seeds})"]
+    studies = (
+        ("k", "+VQ Code with K =", config.ks),
+        ("width", "+RQ Code with code width =", config.code_dims),
+    )
+    for study, header, values in studies:
+        lines += ["", f"| {header} | warm AUC | warm GAUC | cold AUC |", "|---|---|---|---|"]
+        for value in values:
+            rs = [r for r in runs if r.study == study and r.setting == value]
+            lines.append(f"| {value} | " + " | ".join(_cells3(rs)) + " |")
     lines += ["", f"![ablations]({_png(config, 'ablations')})"]
     return lines
 

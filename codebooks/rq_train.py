@@ -7,6 +7,7 @@ With a balance target, each level also gets the per-centroid bias of `balance.ba
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,10 @@ from tqdm.auto import tqdm
 from codebooks.balance import balanced_kmeans
 from codebooks.embeddings import Float32Array
 from codebooks.rq import ResidualCodebooks, nearest_centroids
+
+log = logging.getLogger(__name__)
+
+FAISS_MIN_POINTS_PER_CENTROID = 39  # below it faiss warns once per level and per k-means
 
 
 def train_residual_kmeans(
@@ -41,6 +46,7 @@ def train_residual_kmeans(
     centroids = np.empty((levels, size, dim), dtype=np.float32)
     bias = np.zeros((levels, size), dtype=np.float32)
     residual = sample.copy()
+    min_points = _min_points_per_centroid(n, size)
     for level in _steps(levels, "rq k-means", progress):
         kmeans = faiss.Kmeans(
             dim,
@@ -49,6 +55,7 @@ def train_residual_kmeans(
             seed=seed + level,
             gpu=gpu,
             max_points_per_centroid=-(-n // size),  # the caller sampled; faiss must not resample
+            min_points_per_centroid=min_points,
             verbose=False,
         )
         kmeans.train(residual)
@@ -94,6 +101,7 @@ def train_faiss_rq(
     rq.cp.seed = seed
     rq.cp.niter = niter
     rq.cp.max_points_per_centroid = -(-n // size)
+    rq.cp.min_points_per_centroid = _min_points_per_centroid(n, size)
     with _one_faiss_thread():
         rq.train(sample)
     centroids = faiss.vector_to_array(rq.codebooks).reshape(levels, size, dim).astype(np.float32)
@@ -131,3 +139,17 @@ def _check_sample(sample: Float32Array, size: int) -> tuple[int, int]:
 
 def _steps(levels: int, desc: str, progress: bool) -> Iterable[int]:
     return tqdm(range(levels), desc=desc, unit="level") if progress else range(levels)
+
+
+def _min_points_per_centroid(n: int, size: int) -> int:
+    """Say once that the sample is small for the codebook (faiss would say it at every level),
+    and return the threshold that keeps faiss quiet; it changes no result."""
+    if n < FAISS_MIN_POINTS_PER_CENTROID * size:
+        log.warning(
+            "training %d centroids per level on %d items (faiss advises at least %d): the "
+            "codebooks are sparse and deep levels hold about one item per code",
+            size,
+            n,
+            FAISS_MIN_POINTS_PER_CENTROID * size,
+        )
+    return 1

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import logging
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -113,3 +116,23 @@ def test_faiss_rq_trains_on_small_and_large_samples(n: int) -> None:
     mse = rq_encode(x, books).level_mse
     assert books.centroids.shape == (3, 8, 32)
     assert mse[-1] < float(np.mean((x.astype(np.float64) ** 2).sum(axis=1)))
+
+
+@pytest.mark.parametrize("method", ["kmeans", "faiss-rq"])
+def test_a_small_sample_is_reported_once_and_trains_the_same(
+    method: str, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """faiss would print its too-few-points warning at every level; we log it once, and the
+    threshold that silences faiss changes no codebook."""
+    x = clustered_embeddings(300, 16, seed=2).embeddings
+    train = train_faiss_rq if method == "faiss-rq" else train_residual_kmeans
+    with caplog.at_level(logging.WARNING, logger="codebooks.rq_train"):
+        books = train(x, 4, 16, seed=0, niter=5)
+    assert "WARNING clustering" not in capfd.readouterr().out
+    assert [r.getMessage() for r in caplog.records].count(
+        "training 16 centroids per level on 300 items (faiss advises at least 624): the "
+        "codebooks are sparse and deep levels hold about one item per code"
+    ) == 1
+    with mock.patch("codebooks.rq_train._min_points_per_centroid", return_value=39):
+        loud = train(x, 4, 16, seed=0, niter=5)
+    np.testing.assert_array_equal(books.centroids, loud.centroids)

@@ -9,7 +9,7 @@ no Python loop runs over events or pairs.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +82,18 @@ def mine_pairs(
     }
     log.info("pairs: %s", counts)
     return MinedPairs(train=train, held_out=held_out, counts=counts)
+
+
+def future_pairs(
+    log_: Interactions, n_items: int, config: PairConfig, seen: MinedPairs
+) -> PairArray:
+    """Pairs mined on the whole log that the training period's mining (`seen`) did not yield:
+    behaviour from after training, cold items included. Recall on them is how an encoder does
+    on what comes next; recall on `seen.held_out` is only how it does on the period it saw."""
+    every = mine_pairs(log_, n_items, replace(config, holdout=0.0)).train
+    known = merge_pairs(seen.train, seen.held_out, n_items=n_items)
+    fresh = ~np.isin(every[:, 0] * n_items + every[:, 1], known[:, 0] * n_items + known[:, 1])
+    return every[fresh]
 
 
 def train_id_embeddings(

@@ -67,7 +67,7 @@ from models.export import (
     session,
     write_tokenizer,
 )
-from models.pairs import MinedPairs, PairConfig, mine_pairs
+from models.pairs import MinedPairs, PairConfig, future_pairs, mine_pairs
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,18 @@ def run(config: PipelineConfig) -> PipelineResult | None:
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     torch.manual_seed(config.seed)
-    catalog, events = load_data(config)
+    catalog, whole_log = load_data(config)
     n = len(catalog)
     warm = np.ones(n, dtype=bool)
+    events = whole_log
     if config.holdout is not None:
-        events = events.take(config.holdout.training_events(events, n))
+        events = whole_log.take(config.holdout.training_events(whole_log, n))
         warm = ~config.holdout.cold_items(n)
     pairs = mine_pairs(events, n, config.pairs)
+    future = None
+    if config.holdout is not None:
+        future = future_pairs(whole_log, n, config.pairs, pairs)
+        log.info("%d pairs from after the training period", len(future))
     seconds["data_and_pairs"] = _lap(t)
 
     t = time.perf_counter()
@@ -143,7 +148,7 @@ def run(config: PipelineConfig) -> PipelineResult | None:
         cache = text_features(model, catalog, tokenizer) if model.text_frozen else None
         inputs_fn = catalog_inputs(catalog, tokenizer, cache)
     before = embed(model, inputs_fn, n, config.align.embed_batch)
-    quality_before = _quality(before, pairs, catalog)
+    quality_before = _quality(before, pairs, catalog, future)
     seconds["embed_before"] = _lap(t)
 
     t = time.perf_counter()
@@ -155,7 +160,7 @@ def run(config: PipelineConfig) -> PipelineResult | None:
 
     t = time.perf_counter()
     after = embed(model, inputs_fn, n, config.align.embed_batch)
-    quality_after = _quality(after, pairs, catalog)
+    quality_after = _quality(after, pairs, catalog, future)
     png = plot_maps(
         before,
         after,
@@ -171,7 +176,7 @@ def run(config: PipelineConfig) -> PipelineResult | None:
         "mode": config.mode,
         "items": n,
         "events": len(events),
-        "pairs": pairs.counts,
+        "pairs": {**pairs.counts, **({"future": len(future)} if future is not None else {})},
         "before": quality_before,
         "after": quality_after,
         "align": {
@@ -309,10 +314,18 @@ def _upstream_features(
     return text_features(upstream, catalog, tokenizer).numpy()
 
 
-def _quality(emb: npt.NDArray[np.float32], pairs: MinedPairs, catalog: Catalog) -> dict[str, float]:
-    """Recall of held-out pairs, and how many of an item's 10 nearest share its group (and, on
-    synthetic data, its content style: the confounder that alignment should see through)."""
+def _quality(
+    emb: npt.NDArray[np.float32],
+    pairs: MinedPairs,
+    catalog: Catalog,
+    future: npt.NDArray[np.int64] | None = None,
+) -> dict[str, float]:
+    """Recall of held-out pairs (and, with a holdout, of the pairs from after the training
+    period), and how many of an item's 10 nearest share its group (and, on synthetic data, its
+    content style: the confounder that alignment should see through)."""
     out = recall_at_k(emb, pairs.held_out)
+    if future is not None:
+        out.update({f"future {k}": v for k, v in recall_at_k(emb, future).items()})
     out["group_purity@10"] = neighbour_purity(emb, catalog.groups)
     if isinstance(catalog, SyntheticCatalog):
         out["style_purity@10"] = neighbour_purity(emb, catalog.style)
@@ -351,7 +364,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         [
             f"{report['data']} ({report['mode']}): {report['items']} items, "
             f"{report['events']} events, {pairs['train']} training pairs, "
-            f"{pairs['held_out']} held out",
+            f"{pairs['held_out']} held out"
+            + (f", {pairs['future']} from after the training period" if "future" in pairs else ""),
             "",
             "| metric | before | after |",
             "|---|---|---|",

@@ -13,6 +13,7 @@ import numpy as np
 from codebooks.catalog import Interactions, SyntheticCatalog
 from models.pairs import (
     PairConfig,
+    future_pairs,
     merge_pairs,
     mine_pairs,
     split_pairs,
@@ -127,3 +128,16 @@ def test_id_embeddings_and_pairs_follow_business(
     same_business = (catalog.business[pairs[:, 0]] == catalog.business[pairs[:, 1]]).mean()
     same_style = (catalog.style[pairs[:, 0]] == catalog.style[pairs[:, 1]]).mean()
     assert same_business > 0.8 > same_style  # behaviour follows business, not looks
+
+
+def test_future_pairs_are_new_behaviour_only(
+    catalog: SyntheticCatalog, events: Interactions
+) -> None:
+    config = PairConfig(id_epochs=1)
+    past = events.take(events.ts < np.median(events.ts))
+    seen = mine_pairs(past, len(catalog), config)
+    future = future_pairs(events, len(catalog), config, seen)
+    assert len(future) > 0
+    known = {tuple(p) for p in np.concatenate([seen.train, seen.held_out]).tolist()}
+    assert not known & {tuple(p) for p in future.tolist()}
+    assert (future[:, 0] < future[:, 1]).all()  # undirected, lower row first

@@ -134,6 +134,8 @@ def test_a_holdout_keeps_the_test_period_and_cold_items_out(tmp_path: Path) -> N
     movies, events = load_movielens(config.data_dir)
     cold = holdout.cold_items(len(movies))
     assert result.report["events"] == holdout.training_events(events, len(movies)).sum()
+    assert result.report["pairs"]["future"] > 0  # behaviour from after training, to score on
+    assert {"future recall@10", "future recall@50"} <= set(result.report["after"])
     bundle = load_bundle(result.bundle)
     assert sorted(bundle.item_ids.tolist()) == sorted(movies.ids[~cold].tolist())
     assert HOLDOUT_FILE in bundle.manifest.files  # checksummed like every bundle file

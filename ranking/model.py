@@ -141,8 +141,7 @@ class Ranker(nn.Module):
         """user, item: (B,), history: (B, H) with PAD -> (B,) logits."""
         history = torch.where(history == PAD, self.pad, history)
         valid = history != self.pad  # (B, H)
-        target = self.item_repr(item)  # (B, D)
-        hist = self.item_repr(history)  # (B, H, D)
+        target, hist = self.item_reprs(item, history)  # (B, D), (B, H, D)
         logits = self.attention_out(self.attention_hidden(target, hist)).squeeze(-1)
         # DIN weights each history item by its relevance to the target; padded slots get none,
         # and a user without history gets a zero vector rather than NaN from an empty softmax.
@@ -153,6 +152,17 @@ class Ranker(nn.Module):
             feats.append(self.cross_features(item, history, valid))
         out: torch.Tensor = self.mlp(torch.cat(feats, dim=-1)).squeeze(-1)
         return out
+
+    def item_reprs(
+        self, item: torch.Tensor, history: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """item_repr of the targets and of the history slots. When the catalog is smaller than
+        the batch's slots, every item's features are built once and gathered (the same values
+        and gradients; the VQ bags alone are K lookups per slot otherwise)."""
+        if self.pad + 1 < item.numel() + history.numel():
+            table = self.item_repr(torch.arange(self.pad + 1, device=item.device))  # (N+1, D)
+            return table[item], table[history]
+        return self.item_repr(item), self.item_repr(history)
 
     def attention_hidden(self, target: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
         """attention_in([q, h, q - h, q * h]) for every history item h, without building the

@@ -72,3 +72,13 @@ def test_attention_matches_the_concatenated_din_input() -> None:
     q = target[:, None, :].expand_as(hist)
     reference = model.attention_in(torch.cat([q, hist, q - hist, q * hist], dim=-1))
     assert torch.allclose(model.attention_hidden(target, hist), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_item_table_path_matches_per_slot_features(variant: str) -> None:
+    torch.manual_seed(0)
+    model = Ranker(2, 5, _codes(), RankConfig(variant=variant, dim=4))  # type: ignore[arg-type]
+    item, history = torch.tensor([0, 3, 4]), torch.tensor([[1, 2, 5], [5, 5, 0], [3, 4, 1]])
+    target, hist = model.item_reprs(item, history)  # 12 slots > 6 rows: the table path
+    assert torch.allclose(target, model.item_repr(item))
+    assert torch.allclose(hist, model.item_repr(history))

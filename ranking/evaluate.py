@@ -288,6 +288,7 @@ def report(config: EvalConfig, runs: list[Run], data: Prepared) -> str:
     ]
     if all(r.cold is not None for r in main):
         lines += ["", "## Cold-start items (never seen in training)", "", *_table(main, "cold")]
+    lines += ["", f"![AUC by variant]({_png(config, 'variants')})"]
     lines += ["", *_groups_table(main, split), "", f"![AUC by group]({_png(config, 'groups')})"]
     unaligned = [r for r in runs if r.study == "unaligned"]
     if unaligned:
@@ -394,6 +395,18 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
 
     paths = []
     main = [r for r in runs if r.study == "main"]
+    by = _by_variant(main)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, which in zip(axes, ("warm", "cold"), strict=True):
+        stats = [_mean_std([r.auc(which) for r in rs]) for rs in by.values()]
+        ax.bar(range(len(by)), [m for m, _ in stats], yerr=[e for _, e in stats], capsize=3)
+        ax.set_xticks(range(len(by)), [LABELS[v] for v in by], rotation=20, fontsize=8)
+        finite = [m for m, _ in stats if np.isfinite(m)]
+        if finite:
+            ax.set_ylim(min(finite) - 0.02, max(finite) + 0.01)
+        ax.set_title(f"{which} items: test AUC (mean +- std over seeds)", fontsize=9)
+    paths.append(_save(fig, out.with_name(f"{out.stem}-variants.png")))
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for v, rs in _by_variant(main).items():
         means = np.nanmean(np.array([r.warm.auc_by_group for r in rs]), axis=0)

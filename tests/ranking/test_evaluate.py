@@ -90,7 +90,7 @@ def test_evaluate_writes_every_table(bundle: Path, unaligned: Path, tmp_path: Pa
     row = re.search(r"\| Baseline \| ([0-9.]+) \+-", text)
     assert row is not None
     assert float(row.group(1)) == pytest.approx(base_auc, abs=1e-4)
-    for png in ("results-groups.png", "results-ablations.png"):
+    for png in ("results-variants.png", "results-groups.png", "results-ablations.png"):
         assert (tmp_path / png).stat().st_size > 0
 
 

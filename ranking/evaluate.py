@@ -71,6 +71,8 @@ class Scores:
     auc_by_group: list[float]  # AUC of samples whose item is in L1..L6 (NaN: one class)
 
 
+Which = Literal["warm", "cold"]  # test samples of items seen in training, or of cold items
+WHICH: tuple[Which, ...] = ("warm", "cold")
 Study = Literal["main", "unaligned", "random", "k", "width"]  # the table a run belongs to
 
 
@@ -92,7 +94,7 @@ class Run:
         """The ablated value: K for the k study, the code width for the width study."""
         return self.rank.k if self.study == "k" else self.rank.code_dim
 
-    def auc(self, which: Literal["warm", "cold"]) -> float:
+    def auc(self, which: Which) -> float:
         s = self.warm if which == "warm" else self.cold
         return s.metrics["auc"] if s is not None else float("nan")
 
@@ -235,7 +237,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.nanmean(a)), float(np.nanstd(a))
 
 
-def _table(runs: list[Run], which: Literal["warm", "cold"]) -> list[str]:
+def _table(runs: list[Run], which: Which) -> list[str]:
     """Mean +- std of AUC/UAUC/GAUC per variant, and the mean's delta against Baseline."""
 
     def scores(r: Run) -> Scores:
@@ -290,30 +292,28 @@ def report(config: EvalConfig, runs: list[Run], data: Prepared) -> str:
         lines += ["", "## Cold-start items (never seen in training)", "", *_table(main, "cold")]
     lines += ["", f"![AUC by variant]({_png(config, 'variants')})"]
     lines += ["", *_groups_table(main, split), "", f"![AUC by group]({_png(config, 'groups')})"]
-    unaligned = [r for r in runs if r.study == "unaligned"]
-    if unaligned:
-        lines += [
-            "",
-            "## Is alignment worth it? Codes of the aligned vs the unaligned encoder",
-            "",
+    versus = [
+        (
+            "unaligned",
+            "Is alignment worth it? Codes of the aligned vs the unaligned encoder",
             f"The unaligned bundle (`{config.compare}`) is the same pipeline with 0 alignment "
             "steps: the pre-trained encoder's vectors, the same holdout and codebook settings.",
-            "",
-            *_versus_table(main, unaligned, ("aligned", "unaligned")),
-        ]
-    random = [r for r in runs if r.study == "random"]
-    if random:
-        lines += [
-            "",
-            "## Do the codes' meanings matter? Real vs random codes of the same shape",
-            "",
+            ("aligned", "unaligned"),
+        ),
+        (
+            "random",
+            "Do the codes' meanings matter? Real vs random codes of the same shape",
             "The control bundle holds the same items with random Gaussian vectors, built with "
             "the same K, L, Nc and RQ method: the same tables and parameter count in the ranker, "
             "no meaning. Real codes must beat it for the gain to be the codes' and not the "
             "extra parameters'.",
-            "",
-            *_versus_table(main, random, ("real", "random")),
-        ]
+            ("real", "random"),
+        ),
+    ]
+    for study, title, text, names in versus:
+        other = [r for r in runs if r.study == study]
+        if other:
+            lines += ["", f"## {title}", "", text, "", *_versus_table(main, other, names)]
     ablated = [r for r in runs if r.study in ("k", "width")]
     if ablated:
         lines += ["", *_ablation_tables(ablated, config)]
@@ -346,7 +346,7 @@ def _versus_table(a: list[Run], b: list[Run], names: tuple[str, str]) -> list[st
     by_a, by_b = _by_variant(a), _by_variant(b)
     for v, rs in by_b.items():
         cells = []
-        for which in ("warm", "cold"):
+        for which in WHICH:
             cells += [_cell([r.auc(which) for r in runs]) for runs in (by_a[v], rs)]
         lines.append(f"| {LABELS[v]} | " + " | ".join(cells) + " |")
     return lines
@@ -397,7 +397,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     main = [r for r in runs if r.study == "main"]
     by = _by_variant(main)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, which in zip(axes, ("warm", "cold"), strict=True):
+    for ax, which in zip(axes, WHICH, strict=True):
         stats = [_mean_std([r.auc(which) for r in rs]) for rs in by.values()]
         ax.bar(range(len(by)), [m for m, _ in stats], yerr=[e for _, e in stats], capsize=3)
         ax.set_xticks(range(len(by)), [LABELS[v] for v in by], rotation=20, fontsize=8)
@@ -421,7 +421,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
         for ax, (study, rs) in zip(axes, ablated.items(), strict=True):
             xs = sorted({r.setting or 0 for r in rs})
-            for which in ("warm", "cold"):
+            for which in WHICH:
                 ys = [_mean_std([r.auc(which) for r in rs if r.setting == x])[0] for x in xs]
                 ax.plot(xs, ys, marker="o", label=f"{which} items")
             ax.set_xlabel("VQ codes K (+VQ Code)" if study == "k" else "code width (+RQ Code)")

@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -110,9 +111,8 @@ class SqliteStore(Store):
             if seed_lookups:
                 for start in range(0, len(catalog.item_ids), self.seed_chunk):
                     rows = slice(start, start + self.seed_chunk)
-                    await self._run(
-                        "activate", lambda c, r=rows: _seed_lookups(c, version, catalog, r)
-                    )
+                    seed = partial(_seed_lookups, version=version, catalog=catalog, rows=rows)
+                    await self._run("activate", seed)
         await self._run("activate", finish)
 
     async def write(self, version: str, items: Sequence[NewCodes]) -> list[StoredCodes]:

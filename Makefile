@@ -150,6 +150,9 @@ loadtest: redis $(VENV)/.installed-loadtest ## locust vs a local service (LOADTE
 # 20% of events and a seeded 10% of items never trained on): the aligned encoder's, and the
 # pre-trained one's (0 alignment steps). Then every ranking variant runs on both.
 .PHONY: eval eval-synthetic
+# EVAL_DIR: the evaluation bundles and their alignment reports. EVAL_HOLDOUT: TEST_SHARE
+# COLD_SHARE (codebooks/holdout.py). EVAL_SEEDS: seeds per variant. EVAL_ABLATION_SEEDS: seeds
+# per K and code-width setting (0: no ablations). EVAL_SYNTHETIC_EVENTS: eval-synthetic's log.
 EVAL_DIR ?= data/eval
 EVAL_HOLDOUT ?= 0.2 0.1
 EVAL_SEEDS ?= 3

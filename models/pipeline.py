@@ -137,6 +137,7 @@ def run(config: PipelineConfig) -> PipelineResult | None:
     seconds["data_and_pairs"] = _lap(t)
 
     t = time.perf_counter()
+    torch.manual_seed(config.seed)  # the encoder's init must not depend on what mining drew
     tokenizer = load_tokenizer(config.encoder.max_text_tokens)
     model: MultimodalEncoder | FeatureEncoder
     if config.mode == "features":

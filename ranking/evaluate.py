@@ -139,15 +139,15 @@ def bundle_holdout(bundle: Path, test_share: float) -> Holdout:
     return cold.holdout if cold is not None else Holdout(test_share=test_share, cold_share=0.0)
 
 
-def prepare(config: EvalConfig, bundle: Path | None = None) -> Prepared:
+def prepare(config: EvalConfig, path: Path | None = None) -> Prepared:
     """Load the log and a bundle's codes (default `config.bundle`), and split the log."""
-    path = bundle or config.bundle
+    path = path or config.bundle
     ids, events = load_events(config)
     holdout = bundle_holdout(path, config.test_share)
     split = make_split(events, len(ids), holdout, history=config.history)
     n_users = int(events.user.max()) + 1
-    version = load_bundle(path).version
-    return Prepared(split, item_codes(load_bundle(path), ids), n_users, len(ids), version, holdout)
+    bundle = load_bundle(path)
+    return Prepared(split, item_codes(bundle, ids), n_users, len(ids), bundle.version, holdout)
 
 
 def score(samples: Samples, probs: np.ndarray, popularity: np.ndarray) -> Scores:
@@ -158,7 +158,10 @@ def score(samples: Samples, probs: np.ndarray, popularity: np.ndarray) -> Scores
         "gauc": gauc(samples.user, samples.label, probs) if len(samples) else float("nan"),
     }
     group = popularity[samples.item]
-    by_group = [_auc_or_nan(samples.label[group == g], probs[group == g]) for g in range(6)]
+    by_group = [
+        _auc_or_nan(samples.label[group == g], probs[group == g])
+        for g in range(N_POPULARITY_GROUPS)
+    ]
     return Scores(metrics, by_group)
 
 

@@ -139,15 +139,28 @@ def bundle_holdout(bundle: Path, test_share: float) -> Holdout:
     return cold.holdout if cold is not None else Holdout(test_share=test_share, cold_share=0.0)
 
 
-def prepare(config: EvalConfig, path: Path | None = None) -> Prepared:
-    """Load the log and a bundle's codes (default `config.bundle`), and split the log."""
-    path = path or config.bundle
+def prepare(config: EvalConfig) -> tuple[Prepared, np.ndarray]:
+    """Load the log and `config.bundle`'s codes, and split the log; also the catalog ids, for
+    `with_codes`."""
     ids, events = load_events(config)
-    holdout = bundle_holdout(path, config.test_share)
+    holdout = bundle_holdout(config.bundle, config.test_share)
     split = make_split(events, len(ids), holdout, history=config.history)
     n_users = int(events.user.max()) + 1
+    bundle = load_bundle(config.bundle)
+    codes = item_codes(bundle, ids)
+    return Prepared(split, codes, n_users, len(ids), bundle.version, holdout), ids
+
+
+def with_codes(data: Prepared, ids: np.ndarray, path: Path) -> Prepared:
+    """The same samples with another bundle's codes; that bundle must hold out the same."""
+    holdout = bundle_holdout(path, data.holdout.test_share)
+    if holdout != data.holdout:
+        raise ValueError(
+            f"{path}: holdout {holdout} differs from the evaluated bundle's {data.holdout}; "
+            "build both with the same --holdout and --seed"
+        )
     bundle = load_bundle(path)
-    return Prepared(split, item_codes(bundle, ids), n_users, len(ids), bundle.version, holdout)
+    return replace(data, codes=item_codes(bundle, ids), version=bundle.version)
 
 
 def score(samples: Samples, probs: np.ndarray, popularity: np.ndarray) -> Scores:
@@ -188,19 +201,14 @@ def run_one(data: Prepared, rank: RankConfig, study: Study = "main") -> Run:
 def evaluate(config: EvalConfig) -> list[Run]:
     """Every variant x seed; with `compare`, the code variants again on the unaligned bundle's
     codes; the K and code-width ablations; the report and its plots when `config.out`."""
-    data = prepare(config)
+    data, ids = prepare(config)
     plan: list[tuple[Prepared, RankConfig, Study]] = [
         (data, replace(config.rank, variant=v, seed=s), "main")
         for v in config.variants
         for s in config.seeds
     ]
     if config.compare is not None:
-        other = prepare(config, config.compare)
-        if other.holdout != data.holdout:
-            raise ValueError(
-                f"{config.compare}: holdout {other.holdout} differs from {config.bundle}'s "
-                f"{data.holdout}; build both with the same --holdout and --seed"
-            )
+        other = with_codes(data, ids, config.compare)
         plan += [
             (other, replace(config.rank, variant=v, seed=s), "unaligned")
             for v in config.variants
@@ -209,7 +217,9 @@ def evaluate(config: EvalConfig) -> list[Run]:
         ]
     if config.control:
         with tempfile.TemporaryDirectory() as tmp:
-            control = prepare(config, random_codes_bundle(load_bundle(config.bundle), Path(tmp)))
+            control = with_codes(
+                data, ids, random_codes_bundle(load_bundle(config.bundle), Path(tmp))
+            )
         plan += [
             (control, replace(config.rank, variant=v, seed=s), "random")
             for v in config.variants

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import uuid
 import wave
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
 from fastapi import FastAPI
 from PIL import Image
 
@@ -23,6 +21,7 @@ from codebooks.build import BuildConfig, build
 from codebooks.synthetic import clustered_embeddings
 from service.app import create_app
 from service.settings import Settings
+from tests.keys import own_prefix
 from tests.service.tiny_encoder import (
     build_encoder,
     build_features_encoder,
@@ -86,15 +85,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"qarmtest-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    with own_prefix(redis_url) as prefix:
+        yield prefix
 
 
 @pytest.fixture(params=["sqlite", "redis"])

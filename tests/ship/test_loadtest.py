@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from loadtest.media import MediaPool
 from loadtest.run import check_thresholds, decode_item
 from service.decode import decode_wav
 from service.settings import Settings
+from tests.keys import own_prefix
 from tests.service.conftest import auth, make_bundle, running
 
 TOKEN = "loadtest-token-0123456789"
@@ -48,31 +48,28 @@ async def test_uploads_are_accepted_and_read_back_from_redis(
     """What the locust users post is accepted, and decode_item reads Redis's bytes back as
     the codes the service answered."""
     bundle = make_bundle(tmp_path / "artifacts", tmp_path / "work", seed=4)
-    prefix = f"qarmtest-{uuid.uuid4().hex[:12]}"
-    settings = Settings(
-        bundle=str(bundle),
-        redis_url=redis_url,
-        redis_prefix=prefix,
-        max_wait_ms=1.0,
-        tokens=[{"name": "lt", "token": TOKEN, "scopes": ["write", "read"]}],
-    )
     pool = MediaPool(seed=5, covers=4, clips=2)
-    client_r = redis.Redis.from_url(redis_url)
-    try:
+    with own_prefix(redis_url) as prefix:
+        settings = Settings(
+            bundle=str(bundle),
+            redis_url=redis_url,
+            redis_prefix=prefix,
+            max_wait_ms=1.0,
+            tokens=[{"name": "lt", "token": TOKEN, "scopes": ["write", "read"]}],
+        )
         async with running(settings) as (_, client):
             items = [pool.item(f"lt-{i}") for i in range(12)]
             r = await client.post("/v1/items", json={"items": items}, headers=auth(TOKEN))
             assert r.status_code == 200, r.text
             body = r.json()
-        for codes in body["items"]:
-            value = client_r.get(f"{prefix}:{body['bundle_version']}:item:{codes['id']}")
-            assert isinstance(value, bytes)
-            assert decode_item(value) == (codes["rq"], codes["vq"], codes["suffix"])
-    finally:
-        keys = list(client_r.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client_r.delete(*keys)
-        client_r.close()
+        client_r = redis.Redis.from_url(redis_url)
+        try:
+            for codes in body["items"]:
+                value = client_r.get(f"{prefix}:{body['bundle_version']}:item:{codes['id']}")
+                assert isinstance(value, bytes)
+                assert decode_item(value) == (codes["rq"], codes["vq"], codes["suffix"])
+        finally:
+            client_r.close()
 
 
 def test_decode_item_refuses_another_format() -> None:

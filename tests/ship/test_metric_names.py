@@ -4,15 +4,14 @@ read from a live /metrics of the app (tiny bundle, real Redis) after a few reque
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
+from tests.keys import own_prefix
 from tests.service.conftest import auth, make_bundle, png_b64, running, wav_b64
 from tests.ship.conftest import alert_rules, dashboard, dashboard_exprs, render
 
@@ -92,24 +91,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+TOKEN = "ship-token-0123456789"
+
+
 @pytest.fixture(scope="module")
 async def scraped(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> str:
     """/metrics of a live app after a write, a read, a rejected write and a failed reload."""
     root = tmp_path_factory.mktemp("ship-bundle")
     bundle = make_bundle(root / "a", root / "work", seed=5)
-    prefix = f"qarmtest-{uuid.uuid4().hex[:12]}"
-    settings = Settings(
-        bundle=str(bundle),
-        redis_url=redis_url,
-        redis_prefix=prefix,
-        max_wait_ms=1.0,
-        tokens=[
-            {"name": "all", "token": "ship-token-0123456789", "scopes": ["write", "read", "admin"]}
-        ],
-    )
-    try:
+    with own_prefix(redis_url) as prefix:
+        settings = Settings(
+            bundle=str(bundle),
+            redis_url=redis_url,
+            redis_prefix=prefix,
+            max_wait_ms=1.0,
+            tokens=[{"name": "all", "token": TOKEN, "scopes": ["write", "read", "admin"]}],
+        )
         async with running(settings) as (_, client):
-            headers = auth("ship-token-0123456789")
+            headers = auth(TOKEN)
             item = {"id": "ship-1", "text": "red cat", "image": png_b64(1), "audio": wav_b64(2)}
             r = await client.post("/v1/items", json={"items": [item]}, headers=headers)
             assert r.status_code == 200, r.text
@@ -124,12 +123,6 @@ async def scraped(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> s
             )
             assert r.status_code >= 400
             text = (await client.get("/metrics")).text
-    finally:
-        client_r = redis.Redis.from_url(redis_url)
-        keys = list(client_r.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client_r.delete(*keys)
-        client_r.close()
     return text
 
 

@@ -38,11 +38,11 @@ import redis
 import redis.asyncio as aioredis
 
 from bench.machine import machine
-from codebooks import latest_bundle, load_bundle
+from codebooks import latest_bundle
+from runtime import Engine
 from service.demo import free_port, wait_ready
-from service.engine import Engine
+from service.prepare import prepare_all
 from service.schemas import ItemIn
-from service.settings import Settings
 
 
 class Connection:
@@ -113,7 +113,7 @@ def sample_items(engine: Engine, n: int, seed: int) -> list[dict[str, Any]]:
 def raw_items_per_s(engine: Engine, items: list[dict[str, Any]], batch: int) -> float:
     """Encoder + quantizer in this process, on prepared items, `batch` at a time: the best of
     three runs of >= 1 s (the machine is shared; the best run is the least disturbed)."""
-    prepared = [engine.prepare(ItemIn(**it), i) for i, it in enumerate(items)]
+    prepared = prepare_all(engine, [ItemIn(**it) for it in items])
     engine.encode(prepared[:batch])  # warm-up
     best = 0.0
     for _ in range(3):
@@ -134,7 +134,7 @@ def metric(text: str, name: str) -> float:
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     bundle_path = args.bundle or latest_bundle(args.artifacts)
-    engine = Engine(load_bundle(bundle_path), Settings(bundle=str(bundle_path)))
+    engine = Engine.load(bundle_path)
     source = "text (encoder)" if engine.encoder is not None else "embedding (no encoder)"
     prefix = f"qarmbench-{uuid.uuid4().hex[:8]}"
     port = free_port()

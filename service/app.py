@@ -27,7 +27,7 @@ from service.metrics import Metrics
 from service.routes import admin, codes, health, items, sids
 from service.settings import Settings
 from service.state import AppState, prepare_engine, publish
-from service.store import open_store
+from store import open_store
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from service.engine import Encoded, Engine, Prepared
+from runtime.engine import Encoded, Engine, Prepared
 from service.errors import (
     BatcherDeadError,
     DeadlineExceededError,
@@ -41,7 +41,7 @@ from service.errors import (
     WriteFailedError,
 )
 from service.metrics import Metrics
-from service.store import NewCodes, Store, StoredCodes, StoreError
+from store import NewCodes, Store, StoredCodes, StoreError
 
 log = logging.getLogger(__name__)
 

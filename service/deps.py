@@ -13,12 +13,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from runtime.engine import Engine
 from service.batcher import Batcher
-from service.engine import Engine
 from service.errors import ForbiddenError, NotReadyError, UnauthorizedError
 from service.settings import Scope, Settings
 from service.state import AppState
-from service.store import Store
+from store import Store
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from codebooks import latest_bundle
+from runtime import EngineOptions, InputLimits
+from store import StoreSettings
 
 Scope = Literal["write", "read", "admin"]
 
@@ -36,8 +38,9 @@ class TokenSetting(BaseModel):
         return value
 
 
-class Settings(BaseSettings):
-    """The service's settings; each is also the env variable `QARM_<NAME>` (JSON for lists)."""
+class Settings(StoreSettings):
+    """The service's settings; each is also the env variable `QARM_<NAME>` (JSON for lists).
+    The store's (`redis_url`, `redis_prefix`, ...) come from `StoreSettings`."""
 
     model_config = SettingsConfigDict(env_prefix="QARM_", extra="forbid", frozen=True)
 
@@ -58,17 +61,6 @@ class Settings(BaseSettings):
         False, description="run the manifest's int8_file instead of its float encoder"
     )
     warmup: bool = Field(True, description="run the encoder once before /readyz says ready")
-
-    # --- the store
-    redis_url: SecretStr | None = Field(
-        None, description="redis://host:port/db; unset: the embedded SQLite store"
-    )
-    redis_prefix: str = Field("qarm", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="key prefix")
-    redis_pool_size: int = Field(64, ge=1, description="connections in the Redis pool")
-    redis_timeout_s: float = Field(1.0, gt=0, description="Redis connect and socket timeout")
-    sqlite_path: Path = Field(
-        Path("data/qarm-store.sqlite3"), description="the embedded store's file (WAL mode)"
-    )
 
     # --- the micro-batcher
     max_batch: int = Field(64, ge=1, description="items in one encoder batch")
@@ -114,6 +106,22 @@ class Settings(BaseSettings):
         if len(set(secrets)) != len(secrets):
             raise ValueError("tokens: the same token is configured twice")
         return self
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            execution_provider=self.execution_provider,
+            encoder_threads=self.encoder_threads,
+            encoder_int8=self.encoder_int8,
+        )
+
+    def input_limits(self) -> InputLimits:
+        return InputLimits(
+            max_text_chars=self.max_text_chars,
+            max_image_bytes=self.max_image_bytes,
+            max_image_pixels=self.max_image_pixels,
+            max_audio_bytes=self.max_audio_bytes,
+            max_audio_s=self.max_audio_s,
+        )
 
     def bundle_path(self, bundle: str | None = None) -> Path:
         """The folder of `bundle` (default: the `bundle` setting); `latest` is resolved now."""

@@ -7,12 +7,12 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from runtime.engine import Engine
 from service.batcher import Batcher
-from service.engine import Engine
 from service.errors import ReloadFailedError, StoreUnavailableError
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Catalog, Store, StoreError
+from store import Catalog, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ async def prepare_engine(settings: Settings, metrics: Metrics, store: Store, bun
     Runs in threads of its own, not the encode pool, so that during a reload the batches of
     the serving engine keep flowing."""
     path = await asyncio.to_thread(settings.bundle_path, bundle)
-    engine = await asyncio.to_thread(Engine.load, path, settings)
+    engine = await asyncio.to_thread(
+        Engine.load, path, settings.engine_options(), settings.input_limits()
+    )
     if settings.warmup:
         await asyncio.to_thread(engine.warm_up)
     try:

@@ -4,6 +4,7 @@ synthetic catalog with its interaction log."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +14,7 @@ from codebooks.catalog import (
     synthetic_catalog,
     synthetic_interactions,
 )
+from tests.keys import own_prefix
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +23,23 @@ def redis_url() -> str:
     if not url:
         pytest.fail("QARM_TEST_REDIS_URL is not set: run the tests with `make test`")
     return url
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    with own_prefix(redis_url) as prefix:
+        yield prefix
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

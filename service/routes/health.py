@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.schemas import Health
 from service.state import AppState
-from service.store import StoreError
+from store import StoreError
 
 router = APIRouter(tags=["health"])
 

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 from pydantic_core import to_json
 
+from runtime import Engine
 from service.deps import EngineDep, ReadAuth, StateDep, WriteAuth
-from service.engine import Engine, Prepared
 from service.errors import InvalidInputError, ItemRef, NotFoundError
+from service.prepare import prepare_all
 from service.routes.reads import read_codes
 from service.schemas import ID_PATTERN, Codes, ItemBody, ItemIn, ItemsIn, ItemsOut
 from service.state import AppState
-from service.store import StoredCodes
+from store import StoredCodes
 
 router = APIRouter(prefix="/v1", tags=["items"])
 
@@ -82,11 +83,6 @@ async def encode(state: AppState, engine: Engine, items: list[ItemIn]) -> list[S
     loop = asyncio.get_running_loop()
     start = time.perf_counter()
     with state.batcher.decoding():
-        prepared = await loop.run_in_executor(state.decode_pool, _prepare_all, engine, items)
+        prepared = await loop.run_in_executor(state.decode_pool, prepare_all, engine, items)
     state.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
     return await state.batcher.submit(engine, prepared, state.settings.request_timeout_s)
-
-
-def _prepare_all(engine: Engine, items: list[ItemIn]) -> list[Prepared]:
-    """The first bad item raises InvalidInputError, so a request with a bad item writes nothing."""
-    return [engine.prepare(item, index) for index, item in enumerate(items)]

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from service.errors import StoreUnavailableError
 from service.state import AppState
-from service.store import StoredCodes, StoreError
+from store import StoredCodes, StoreError
 
 T = TypeVar("T")
 

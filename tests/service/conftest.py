@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from codebooks.build import BuildConfig, build
 from codebooks.synthetic import clustered_embeddings
 from service.app import create_app
 from service.settings import Settings
-from tests.keys import own_prefix
 from tests.service.tiny_encoder import (
     build_encoder,
     build_features_encoder,
@@ -34,11 +33,6 @@ DIM = 16
 READ = "read-token-0123456789"
 WRITE = "write-token-0123456789"
 ADMIN = "admin-token-0123456789"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_bundle(
@@ -80,18 +74,6 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "plain": make_bundle(root / "plain", work / "plain", seed=3, with_encoder=False),
         "features": make_bundle(root / "features", work / "features", seed=4, features=True),
     }
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    with own_prefix(redis_url) as prefix:
-        yield prefix
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from runtime.engine import Cost, Prepared
 from service.batcher import Limits, Work, collate
-from service.engine import Cost, Prepared
 
 LIMITS = Limits(max_batch=4, max_tokens=100, max_pixels=1000, max_audio_s=10.0)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.engine import Engine
+from runtime.engine import Engine
 from tests.service.conftest import metric_value, running
 
 pytestmark = pytest.mark.anyio

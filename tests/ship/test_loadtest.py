@@ -14,7 +14,7 @@ from PIL import Image
 
 from loadtest.media import MediaPool
 from loadtest.run import check_thresholds, decode_item
-from service.decode import decode_wav
+from runtime.decode import decode_wav
 from service.settings import Settings
 from tests.keys import own_prefix
 from tests.service.conftest import auth, make_bundle, running

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from service.decode import DecodeError, check_embedding, decode_base64, decode_image, decode_wav
+from runtime.decode import DecodeError, check_embedding, decode_base64, decode_image, decode_wav
 from tests.service.conftest import png_b64, wav_b64
 
 

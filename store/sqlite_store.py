@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from service.store.base import (
+from store.base import (
     Catalog,
     NewCodes,
     Store,

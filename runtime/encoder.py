@@ -6,7 +6,7 @@ docs/bundle.md (the encoder contract) says what goes in: token ids and attention
 padded to `audio_samples`, with an `audio_mask`; or, `mode: "features"`, one `features`
 float32 (batch, F) input. The output is an L2-normalised float32 (batch, d). Whatever encoder
 the models room exports to that contract drops in unchanged; `int8_file` is used when
-`QARM_ENCODER_INT8` asks for it and the manifest has one (null: `file`).
+`encoder_int8` asks for it and the manifest has one (null: `file`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
-"""One bundle made ready to serve: verified bundle, quantizer, encoder, catalog lookup.
+"""One bundle made ready to encode: verified bundle, quantizer, encoder, catalog lookup.
 
-An `Engine` is immutable once built; a reload builds a new one and swaps the reference, so work
-that started on the old engine finishes on it. Its methods are CPU-bound and are called from
-thread pools (`prepare` from the decode pool, `encode` from the batcher's pool).
+An `Engine` is immutable once built; a service switching bundles builds a new one and swaps
+the reference, so work that started on the old engine finishes on it. Its methods are
+CPU-bound: the service calls them from thread pools (`prepare` from the decode pool, `encode`
+from the batcher's pool), the backfill from its Ray actors.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,23 +20,46 @@ import numpy.typing as npt
 
 from codebooks import Quantizer, load_bundle
 from codebooks.bundle import Bundle
-from service.decode import (
-    DecodeError,
-    check_embedding,
-    check_floats,
-    decode_base64,
-    decode_image,
-    decode_wav,
-)
-from service.encoder import Content, Encoder
-from service.errors import InvalidInputError, ItemRef
-from service.schemas import ItemIn
-from service.settings import Settings
+from runtime.decode import DecodeError, check_embedding, check_floats, decode_image, decode_wav
+from runtime.encoder import Content, Encoder
 
 log = logging.getLogger(__name__)
 
 Int32Array = npt.NDArray[np.int32]
 Float32Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an engine runs its encoder (the service's QARM_* settings of the same names)."""
+
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
+    encoder_threads: int = 0  # ONNX Runtime intra-op threads, 0: ONNX Runtime's choice
+    encoder_int8: bool = False  # the manifest's int8_file instead of its float encoder
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """The most one item may hold; each is refused with the field named before decoding."""
+
+    max_text_chars: int = 10_000
+    max_image_bytes: int = 10 << 20
+    max_image_pixels: int = 25_000_000
+    max_audio_bytes: int = 20 << 20
+    max_audio_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One item as it arrives, before decoding: encoded image and audio bytes, or the
+    embedding (or upstream features) computed elsewhere."""
+
+    id: str
+    text: str | None = None
+    image: bytes | None = None  # JPEG or PNG
+    audio: bytes | None = None  # PCM WAV
+    embedding: Sequence[float] | Float32Array | None = None
+    features: Sequence[float] | Float32Array | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +90,9 @@ class Encoded:
 
 
 class Engine:
-    def __init__(self, bundle: Bundle, settings: Settings) -> None:
+    def __init__(self, bundle: Bundle, options: EngineOptions, limits: InputLimits) -> None:
         self.bundle = bundle
-        self.settings = settings
+        self.limits = limits
         self.quantizer = Quantizer(bundle, gpu="auto")
         spec = bundle.manifest.encoder
         self.encoder: Encoder | None = None
@@ -75,18 +100,20 @@ class Engine:
             self.encoder = Encoder(
                 bundle.path,
                 spec,
-                provider=settings.execution_provider,
-                threads=settings.encoder_threads,
-                int8=settings.encoder_int8,
+                provider=options.execution_provider,
+                threads=options.encoder_threads,
+                int8=options.encoder_int8,
             )
         # Catalog lookup without a dict of N strings: ids sorted once, binary search per item.
         self._order = np.argsort(bundle.item_ids, kind="stable")
         self._sorted_ids = bundle.item_ids[self._order]
 
     @classmethod
-    def load(cls, path: Path, settings: Settings) -> Engine:
+    def load(
+        cls, path: Path, options: EngineOptions | None = None, limits: InputLimits | None = None
+    ) -> Engine:
         start = time.perf_counter()
-        engine = cls(load_bundle(path), settings)
+        engine = cls(load_bundle(path), options or EngineOptions(), limits or InputLimits())
         log.info(
             "bundle %s loaded in %.2fs: N=%d d=%d K=%d L=%d Nc=%d encoder=%s",
             engine.version,
@@ -125,19 +152,10 @@ class Engine:
         codes = tuple(int(c) for c in self.bundle.rq_codes[row])
         return codes, int(self.bundle.sid_suffix[row])
 
-    def prepare(self, item: ItemIn, index: int) -> Prepared:
-        """Decode one item (base64, image, WAV, tokens) or check its embedding; a bad field
-        raises InvalidInputError naming the item's index, id and field."""
-        try:
-            return self._prepare(item)
-        except DecodeError as err:
-            raise InvalidInputError(
-                f"items[{index}] ({item.id}): {err}",
-                item=ItemRef(index=index, id=item.id, field=err.field),
-            ) from err
-
-    def _prepare(self, item: ItemIn) -> Prepared:
-        s = self.settings
+    def prepare(self, item: RawItem) -> Prepared:
+        """Decode one item (image, WAV, tokens) or check its embedding; a bad field raises
+        DecodeError naming the field (the caller adds which item it was)."""
+        s = self.limits
         has_content = item.text is not None or item.image is not None or item.audio is not None
         if item.embedding is not None:
             if has_content or item.features is not None:
@@ -174,13 +192,13 @@ class Engine:
             tokens = self.encoder.tokenize(item.text)
             cost_tokens = len(tokens)
         if item.image is not None:
-            raw = decode_base64(item.image, "image", s.max_image_bytes)
-            image = decode_image(raw, spec.image_size, s.max_image_pixels)
+            check_size(item.image, "image", s.max_image_bytes)
+            image = decode_image(item.image, spec.image_size, s.max_image_pixels)
             cost_pixels = image.size
         if item.audio is not None:
-            raw = decode_base64(item.audio, "audio", s.max_audio_bytes)
+            check_size(item.audio, "audio", s.max_audio_bytes)
             audio, seconds = decode_wav(
-                raw, spec.audio_sample_rate, spec.audio_samples, s.max_audio_s
+                item.audio, spec.audio_sample_rate, spec.audio_samples, s.max_audio_s
             )
             cost_audio = seconds
         return Prepared(
@@ -190,7 +208,7 @@ class Engine:
             Cost(tokens=cost_tokens, pixels=cost_pixels, audio_s=cost_audio),
         )
 
-    def _prepare_features(self, item: ItemIn, has_content: bool) -> Prepared:
+    def _prepare_features(self, item: RawItem, has_content: bool) -> Prepared:
         assert item.features is not None
         if has_content:
             raise DecodeError("features", "send either features or text/image/audio")
@@ -239,3 +257,10 @@ class Engine:
 
 def bundle_n(bundle: Bundle) -> int:
     return bundle.manifest.n_items
+
+
+def check_size(raw: bytes, field: str, max_bytes: int) -> None:
+    if len(raw) > max_bytes:
+        raise DecodeError(field, f"{len(raw)} bytes, more than the limit of {max_bytes}")
+    if not raw:
+        raise DecodeError(field, "empty")

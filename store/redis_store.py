@@ -19,7 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from service.store.base import (
+from store.base import (
     Catalog,
     NewCodes,
     Store,

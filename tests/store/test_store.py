@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import redis
 
-from service.store import Catalog, NewCodes, RedisStore, SqliteStore, Store, StoredCodes, StoreError
-from service.store.base import decode_value, sid_of
+from store import Catalog, NewCodes, RedisStore, SqliteStore, Store, StoredCodes, StoreError
+from store.base import decode_value, sid_of
 
 pytestmark = pytest.mark.anyio
 

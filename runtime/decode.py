@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import wave
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -115,7 +116,7 @@ def decode_wav(
     return out, seconds
 
 
-def check_embedding(values: list[float], dim: int) -> Float32Array:
+def check_embedding(values: Sequence[float] | Float32Array, dim: int) -> Float32Array:
     """d floats -> (d,) float32; refuses another length, NaN or inf, and a zero vector."""
     if len(values) != dim:
         raise DecodeError("embedding", f"{len(values)} values, the bundle's d is {dim}")
@@ -129,7 +130,7 @@ def check_embedding(values: list[float], dim: int) -> Float32Array:
     return x
 
 
-def check_floats(values: list[float], width: int, field: str) -> Float32Array:
+def check_floats(values: Sequence[float] | Float32Array, width: int, field: str) -> Float32Array:
     """`width` floats -> (width,) float32; refuses another length, NaN or inf."""
     if len(values) != width:
         raise DecodeError(field, f"{len(values)} values, the encoder takes {width}")

@@ -1,0 +1,36 @@
+"""The store: codes per bundle version, the version lifecycle, suffixes and reverse lookups.
+
+Redis when `QARM_REDIS_URL` is set, else the embedded SQLite file. No web framework and no
+torch: the service and the backfill both stand on it. The key schema and value encoding are
+docs/store.md.
+"""
+
+from __future__ import annotations
+
+from store.base import Catalog, NewCodes, Store, StoredCodes, StoreError
+from store.redis_store import RedisStore
+from store.settings import StoreSettings
+from store.sqlite_store import SqliteStore
+
+__all__ = [
+    "Catalog",
+    "NewCodes",
+    "RedisStore",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "StoreSettings",
+    "StoredCodes",
+    "open_store",
+]
+
+
+def open_store(settings: StoreSettings) -> Store:
+    if settings.redis_url is not None:
+        return RedisStore(
+            settings.redis_url.get_secret_value(),
+            prefix=settings.redis_prefix,
+            pool_size=settings.redis_pool_size,
+            timeout_s=settings.redis_timeout_s,
+        )
+    return SqliteStore(settings.sqlite_path)

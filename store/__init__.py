@@ -7,20 +7,36 @@ docs/store.md.
 
 from __future__ import annotations
 
-from store.base import Catalog, NewCodes, Store, StoredCodes, StoreError
+from store.base import (
+    Catalog,
+    Lifecycle,
+    LifecycleError,
+    NewCodes,
+    PodInfo,
+    Store,
+    StoredCodes,
+    StoreError,
+    VersionInfo,
+    Watch,
+)
 from store.redis_store import RedisStore
 from store.settings import StoreSettings
 from store.sqlite_store import SqliteStore
 
 __all__ = [
     "Catalog",
+    "Lifecycle",
+    "LifecycleError",
     "NewCodes",
+    "PodInfo",
     "RedisStore",
     "SqliteStore",
     "Store",
     "StoreError",
     "StoreSettings",
     "StoredCodes",
+    "VersionInfo",
+    "Watch",
     "open_store",
 ]
 

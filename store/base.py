@@ -7,10 +7,12 @@ in how they read, allocate and write.
 
 from __future__ import annotations
 
+import json
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +60,84 @@ class Catalog:
 
 class StoreError(RuntimeError):
     """The store could not be reached or failed; nothing of the operation is acknowledged."""
+
+
+class LifecycleError(ValueError):
+    """A lifecycle step the version's state does not allow (retire the active version, ...)."""
+
+
+VersionState = Literal["staged", "active", "inactive", "retired"]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One bundle version in the store's registry.
+
+    staged: being backfilled; uploads are written to it as well as to the active one.
+    active: what readers get (`{P}:active`). inactive: was active, kept for rollback (the most
+    recent one is still written with every upload). retired: its keys are gone.
+    """
+
+    version: str
+    state: VersionState
+    bundle: str  # the bundle's path as the process that staged or activated it saw it
+    at: float  # epoch seconds of the last change of state
+
+    def to_json(self) -> str:
+        return json.dumps({"state": self.state, "bundle": self.bundle, "at": self.at})
+
+    @classmethod
+    def from_json(cls, version: str, text: str | bytes) -> VersionInfo:
+        fields = json.loads(text)
+        return cls(version, fields["state"], fields["bundle"], float(fields["at"]))
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The registry at one moment: the active version and every version known."""
+
+    active: str | None
+    versions: dict[str, VersionInfo]
+
+    def in_state(self, state: VersionState) -> list[str]:
+        """Versions in `state`, most recently changed first."""
+        found = [v for v in self.versions.values() if v.state == state]
+        return [v.version for v in sorted(found, key=lambda v: v.at, reverse=True)]
+
+    def written(self) -> list[str]:
+        """Versions every upload is written to besides the active one: the staged ones and
+        the most recent inactive one (so a rollback to it loses nothing)."""
+        return self.in_state("staged") + self.in_state("inactive")[:1]
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What one service process last said it serves (heartbeat)."""
+
+    pod: str
+    active: str | None
+    written: tuple[str, ...]  # versions it writes uploads to besides the active one
+    at: float  # epoch seconds
+
+    def to_json(self) -> str:
+        return json.dumps({"active": self.active, "written": list(self.written), "at": self.at})
+
+    @classmethod
+    def from_json(cls, pod: str, text: str | bytes) -> PodInfo:
+        f = json.loads(text)
+        return cls(pod, f["active"], tuple(f["written"]), float(f["at"]))
+
+
+class Watch(ABC):
+    """A subscription to lifecycle announcements (stage, activate, retire)."""
+
+    @abstractmethod
+    async def wait(self, timeout_s: float) -> bool:
+        """Return True at the next announcement, False after `timeout_s` without one (a
+        store without announcements always waits: its readers poll)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
 
 
 def codes_key(codes: Sequence[int]) -> str:
@@ -181,6 +261,22 @@ def seed_counters(catalog: Catalog) -> dict[str, int]:
     return {codes_key(t): int(m) + 1 for t, m in zip(tuples.tolist(), top.tolist(), strict=True)}
 
 
+def check_promotable(lifecycle: Lifecycle, version: str) -> None:
+    info = lifecycle.versions.get(version)
+    if info is not None and info.state == "retired":
+        raise LifecycleError(f"version {version} is retired: its keys are gone; backfill it again")
+
+
+def check_retirable(lifecycle: Lifecycle, version: str) -> VersionInfo | None:
+    """The version's registry entry; refuses the active version and a staged one."""
+    info = lifecycle.versions.get(version)
+    if lifecycle.active == version:
+        raise LifecycleError(f"version {version} is active; activate another version first")
+    if info is not None and info.state == "staged":
+        raise LifecycleError(f"version {version} is staged (being backfilled); not retired")
+    return info
+
+
 class Store(ABC):
     """Codes per bundle version, an active-version pointer, suffix counters, reverse lookups."""
 
@@ -194,9 +290,57 @@ class Store(ABC):
     async def active_version(self) -> str | None: ...
 
     @abstractmethod
-    async def activate(self, version: str, catalog: Catalog, *, seed_lookups: bool) -> None:
+    async def activate(
+        self, version: str, catalog: Catalog, *, seed_lookups: bool, bundle: str = ""
+    ) -> None:
         """Seed `version` from its catalog once (suffix counters; with `seed_lookups` also the
-        catalog's semantic IDs and prefix sets), then point readers at it."""
+        catalog's semantic IDs and prefix sets), then point readers at it (as `promote`).
+
+        The service's start on an empty store and `POST /admin/reload` use this; it checks no
+        coverage. A catalog's own codes come from the backfill (`stage`, `write`, `promote`)."""
+
+    @abstractmethod
+    async def stage(self, version: str, bundle: str, catalog: Catalog) -> None:
+        """Seed `version`'s suffix counters from its catalog (never lowering one) and register
+        it as staged, then announce it. Refuses (LifecycleError) an active version."""
+
+    @abstractmethod
+    async def promote(self, version: str, bundle: str) -> str | None:
+        """Point readers at `version` in one atomic step: `{P}:active`, the version active
+        and the previous active one inactive in the registry; then announce. Answers the
+        previous active version. The caller checks coverage first."""
+
+    @abstractmethod
+    async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
+        """Delete every key of `version` in batches, at most `max_keys_per_s`, and mark it
+        retired; answers the keys deleted. Refuses (LifecycleError) the active version and a
+        staged one."""
+
+    @abstractmethod
+    async def lifecycle(self) -> Lifecycle: ...
+
+    @abstractmethod
+    async def watch(self) -> Watch:
+        """Subscribe to lifecycle announcements (Redis pub/sub; SQLite: none, poll)."""
+
+    @abstractmethod
+    async def heartbeat(self, pod: PodInfo, ttl_s: float) -> None:
+        """Record what a service process serves; the record lapses after `ttl_s`."""
+
+    @abstractmethod
+    async def pods(self) -> list[PodInfo]:
+        """Every service process whose heartbeat has not lapsed."""
+
+    @abstractmethod
+    async def set_report(self, version: str, text: str) -> None:
+        """Keep a version's backfill report (JSON; its schema is the backfill's)."""
+
+    @abstractmethod
+    async def report(self, version: str) -> str | None: ...
+
+    @abstractmethod
+    def ids(self, version: str, chunk: int = 1000) -> AsyncIterator[list[str]]:
+        """Every item id with codes under `version`, in chunks (any order)."""
 
     @abstractmethod
     async def write(self, version: str, items: Sequence[NewCodes]) -> list[StoredCodes]:

@@ -10,21 +10,32 @@ itself on the next call, so the service recovers without a restart.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from store.base import (
     Catalog,
+    Lifecycle,
+    LifecycleError,
     NewCodes,
+    PodInfo,
     Store,
     StoredCodes,
     StoreError,
+    VersionInfo,
+    VersionState,
+    Watch,
+    check_promotable,
+    check_retirable,
     codes_key,
     decode_value,
     encode_value,
@@ -54,6 +65,22 @@ class Keys:
 
     def active(self) -> str:
         return f"{self.prefix}:active"
+
+    def versions(self) -> str:
+        return f"{self.prefix}:versions"
+
+    def pods(self) -> str:
+        return f"{self.prefix}:pods"
+
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    def report(self, v: str) -> str:
+        return f"{self.prefix}:{v}:report"
+
+    def of_version(self, v: str) -> str:
+        """A SCAN pattern matching every key of version `v` (and nothing else)."""
+        return f"{_glob_escape(self.prefix)}:{_glob_escape(v)}:*"
 
     def seeded(self, v: str) -> str:
         return f"{self.prefix}:{v}:seeded"
@@ -104,14 +131,136 @@ class RedisStore(Store):
         value = await self._call("GET active", self._redis.get(self.keys.active()))
         return value.decode() if value is not None else None
 
-    async def activate(self, version: str, catalog: Catalog, *, seed_lookups: bool) -> None:
+    async def activate(
+        self, version: str, catalog: Catalog, *, seed_lookups: bool, bundle: str = ""
+    ) -> None:
+        await self._seed_once(version, catalog, seed_lookups)
+        await self.promote(version, bundle)
+
+    async def _seed_once(self, version: str, catalog: Catalog, seed_lookups: bool) -> None:
         self._catalogs.pop(version, None)
         self._catalogs[version] = (catalog, seed_lookups)
-        for old in list(self._catalogs)[:-KEPT_CATALOGS]:  # the active one and the one before
+        for old in list(self._catalogs)[:-KEPT_CATALOGS]:  # the newest two
             del self._catalogs[old]
         if not await self._call("EXISTS seeded", self._redis.exists(self.keys.seeded(version))):
             await self._seed(version)
-        await self._call("SET active", self._redis.set(self.keys.active(), version.encode()))
+
+    async def stage(self, version: str, bundle: str, catalog: Catalog) -> None:
+        lifecycle = await self.lifecycle()
+        if lifecycle.active == version:
+            raise LifecycleError(f"version {version} is active; only a new version is staged")
+        await self._seed_once(version, catalog, seed_lookups=False)
+        await self._set_state(version, "staged", bundle)
+
+    async def promote(self, version: str, bundle: str) -> str | None:
+        lifecycle = await self.lifecycle()
+        check_promotable(lifecycle, version)
+        previous = lifecycle.active
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self.keys.active(), version.encode())
+        pipe.hset(
+            self.keys.versions(), version, VersionInfo(version, "active", bundle, now).to_json()
+        )
+        old = lifecycle.versions.get(previous) if previous is not None else None
+        if previous is not None and previous != version:
+            was = old.bundle if old is not None else ""
+            info = VersionInfo(previous, "inactive", was, now)
+            pipe.hset(self.keys.versions(), previous, info.to_json())
+        pipe.publish(self.keys.events(), _event("activated", version))
+        await self._call("MULTI/EXEC promote", pipe.execute())
+        log.info("store: version %s active (was %s)", version, previous)
+        return previous
+
+    async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
+        lifecycle = await self.lifecycle()
+        info = check_retirable(lifecycle, version)
+        deleted = 0
+        keys: list[bytes] = []
+        scan = self._redis.scan_iter(match=self.keys.of_version(version), count=batch)
+        try:
+            async for key in scan:
+                keys.append(key)
+                if len(keys) >= batch:
+                    deleted += await self._unlink(keys, max_keys_per_s)
+                    keys = []
+            if keys:
+                deleted += await self._unlink(keys, max_keys_per_s)
+        except (TimeoutError, RedisError, OSError) as err:
+            raise StoreError(f"redis SCAN {version}: {type(err).__name__}: {err}") from err
+        self._catalogs.pop(version, None)
+        await self._set_state(version, "retired", info.bundle if info else "")
+        log.info("store: version %s retired, %d keys deleted", version, deleted)
+        return deleted
+
+    async def _unlink(self, keys: list[bytes], max_keys_per_s: float) -> int:
+        start = time.perf_counter()
+        n = int(await self._call("UNLINK", self._redis.unlink(*keys)))
+        await asyncio.sleep(max(0.0, len(keys) / max_keys_per_s - (time.perf_counter() - start)))
+        return n
+
+    async def _set_state(self, version: str, state: VersionState, bundle: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        info = VersionInfo(version, state, bundle, time.time())
+        pipe.hset(self.keys.versions(), version, info.to_json())
+        pipe.publish(self.keys.events(), _event(state, version))
+        await self._call(f"MULTI/EXEC {state}", pipe.execute())
+
+    async def lifecycle(self) -> Lifecycle:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.get(self.keys.active())
+        pipe.hgetall(self.keys.versions())
+        active, versions = await self._call("GET/HGETALL lifecycle", pipe.execute())
+        return Lifecycle(
+            active=active.decode() if active is not None else None,
+            versions={
+                v.decode(): VersionInfo.from_json(v.decode(), t) for v, t in versions.items()
+            },
+        )
+
+    async def watch(self) -> Watch:
+        pubsub = self._redis.pubsub()
+        await self._call("SUBSCRIBE", pubsub.subscribe(self.keys.events()))
+        return _RedisWatch(pubsub)
+
+    async def heartbeat(self, pod: PodInfo, ttl_s: float) -> None:
+        text = json.dumps({"pod": pod.to_json(), "until": pod.at + ttl_s})
+        await self._call("HSET pods", self._redis.hset(self.keys.pods(), pod.pod, text))
+
+    async def pods(self) -> list[PodInfo]:
+        raw = await self._call("HGETALL pods", self._redis.hgetall(self.keys.pods()))
+        now, live, lapsed = time.time(), [], []
+        for name, text in raw.items():
+            record = json.loads(text)
+            if record["until"] < now:
+                lapsed.append(name)
+            else:
+                live.append(PodInfo.from_json(name.decode(), record["pod"]))
+        if lapsed:
+            await self._call("HDEL pods", self._redis.hdel(self.keys.pods(), *lapsed))
+        return sorted(live, key=lambda p: p.pod)
+
+    async def set_report(self, version: str, text: str) -> None:
+        await self._call("SET report", self._redis.set(self.keys.report(version), text.encode()))
+
+    async def report(self, version: str) -> str | None:
+        value = await self._call("GET report", self._redis.get(self.keys.report(version)))
+        return value.decode() if value is not None else None
+
+    async def ids(self, version: str, chunk: int = 1000) -> AsyncIterator[list[str]]:
+        start = len(self.keys.item(version, ""))
+        pattern = f"{_glob_escape(self.keys.item(version, ''))}*"
+        found: list[str] = []
+        try:
+            async for key in self._redis.scan_iter(match=pattern, count=chunk):
+                found.append(key.decode()[start:])
+                if len(found) >= chunk:
+                    yield found
+                    found = []
+        except (TimeoutError, RedisError, OSError) as err:
+            raise StoreError(f"redis SCAN items of {version}: {type(err).__name__}: {err}") from err
+        if found:
+            yield found
 
     async def _seed(self, version: str) -> None:
         catalog, seed_lookups = self._catalogs[version]
@@ -174,6 +323,31 @@ class RedisStore(Store):
     async def close(self) -> None:
         await self._redis.aclose()
         await self._pool.aclose()
+
+
+class _RedisWatch(Watch):
+    def __init__(self, pubsub: PubSub) -> None:
+        self._pubsub = pubsub
+
+    async def wait(self, timeout_s: float) -> bool:
+        try:
+            message = await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=timeout_s
+            )
+        except (TimeoutError, RedisError, OSError) as err:
+            raise StoreError(f"redis pub/sub: {type(err).__name__}: {err}") from err
+        return message is not None
+
+    async def close(self) -> None:
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _event(event: str, version: str) -> bytes:
+    return json.dumps({"event": event, "version": version}).encode()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 def _decoded(item_id: str, value: bytes | None) -> StoredCodes | None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -18,10 +19,18 @@ from typing import TypeVar
 
 from store.base import (
     Catalog,
+    Lifecycle,
+    LifecycleError,
     NewCodes,
+    PodInfo,
     Store,
     StoredCodes,
     StoreError,
+    VersionInfo,
+    VersionState,
+    Watch,
+    check_promotable,
+    check_retirable,
     codes_key,
     decode_value,
     encode_value,
@@ -51,7 +60,14 @@ CREATE TABLE IF NOT EXISTS counters (
     version TEXT NOT NULL, tuple TEXT NOT NULL, next INTEGER NOT NULL,
     PRIMARY KEY (version, tuple));
 CREATE TABLE IF NOT EXISTS seeded (version TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS versions (
+    version TEXT PRIMARY KEY, state TEXT NOT NULL, bundle TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pods (pod TEXT PRIMARY KEY, info TEXT NOT NULL, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (version TEXT PRIMARY KEY, text TEXT NOT NULL);
 """
+
+# Tables holding a version's codes, emptied by `retire`.
+VERSION_TABLES = ("items", "sids", "prefixes", "counters", "seeded", "reports")
 
 
 class SqliteStore(Store):
@@ -86,10 +102,16 @@ class SqliteStore(Store):
 
         return await self._run("active version", get)
 
-    async def activate(self, version: str, catalog: Catalog, *, seed_lookups: bool) -> None:
+    async def activate(
+        self, version: str, catalog: Catalog, *, seed_lookups: bool, bundle: str = ""
+    ) -> None:
+        await self._seed_once(version, catalog, seed_lookups)
+        await self.promote(version, bundle)
+
+    async def _seed_once(self, version: str, catalog: Catalog, seed_lookups: bool) -> None:
         """Seed the version's counters, then its lookups chunk by chunk (each chunk its own
-        transaction, idempotent), then mark it seeded and active. A seed cut short is redone at
-        the next activation: nothing marks the version seeded before every chunk is in."""
+        transaction, idempotent), then mark it seeded. A seed cut short is redone next time:
+        nothing marks the version seeded before every chunk is in."""
 
         def seeded(c: sqlite3.Connection) -> bool:
             return bool(c.execute("SELECT 1 FROM seeded WHERE version = ?", (version,)).fetchone())
@@ -104,16 +126,113 @@ class SqliteStore(Store):
         def finish(c: sqlite3.Connection) -> None:
             with _Transaction(c):
                 c.execute("INSERT OR IGNORE INTO seeded VALUES (?)", (version,))
-                c.execute("INSERT OR REPLACE INTO meta VALUES ('active', ?)", (version,))
 
-        if not await self._run("activate", seeded):
-            await self._run("activate", seed_counters_)
-            if seed_lookups:
-                for start in range(0, len(catalog.item_ids), self.seed_chunk):
-                    rows = slice(start, start + self.seed_chunk)
-                    seed = partial(_seed_lookups, version=version, catalog=catalog, rows=rows)
-                    await self._run("activate", seed)
-        await self._run("activate", finish)
+        if await self._run("seed", seeded):
+            return
+        await self._run("seed", seed_counters_)
+        if seed_lookups:
+            for start in range(0, len(catalog.item_ids), self.seed_chunk):
+                rows = slice(start, start + self.seed_chunk)
+                seed = partial(_seed_lookups, version=version, catalog=catalog, rows=rows)
+                await self._run("seed", seed)
+        await self._run("seed", finish)
+
+    async def stage(self, version: str, bundle: str, catalog: Catalog) -> None:
+        if (await self.lifecycle()).active == version:
+            raise LifecycleError(f"version {version} is active; only a new version is staged")
+        await self._seed_once(version, catalog, seed_lookups=False)
+        await self._run(
+            "stage", partial(_set_state, version=version, state="staged", bundle=bundle)
+        )
+
+    async def promote(self, version: str, bundle: str) -> str | None:
+        def promote(c: sqlite3.Connection) -> str | None:
+            with _Transaction(c):
+                lifecycle = _lifecycle(c)
+                check_promotable(lifecycle, version)
+                previous = lifecycle.active
+                now = time.time()
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('active', ?)", (version,))
+                c.execute(
+                    "INSERT OR REPLACE INTO versions VALUES (?, 'active', ?, ?)",
+                    (version, bundle, now),
+                )
+                if previous is not None and previous != version:
+                    c.execute(
+                        "UPDATE versions SET state = 'inactive', at = ? WHERE version = ?",
+                        (now, previous),
+                    )
+                return previous
+
+        return await self._run("promote", promote)
+
+    async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
+        info = check_retirable(await self.lifecycle(), version)
+        deleted = 0
+        for table in VERSION_TABLES:
+            while True:
+                start = time.perf_counter()
+                delete = partial(_delete_some, table=table, version=version, limit=batch)
+                n = await self._run("retire", delete)
+                deleted += n
+                if n < batch:
+                    break
+                await asyncio.sleep(max(0.0, n / max_keys_per_s - (time.perf_counter() - start)))
+        bundle = info.bundle if info is not None else ""
+        await self._run(
+            "retire", partial(_set_state, version=version, state="retired", bundle=bundle)
+        )
+        return deleted
+
+    async def lifecycle(self) -> Lifecycle:
+        return await self._run("lifecycle", _lifecycle)
+
+    async def watch(self) -> Watch:
+        return _PollingWatch()
+
+    async def heartbeat(self, pod: PodInfo, ttl_s: float) -> None:
+        def put(c: sqlite3.Connection) -> None:
+            with _Transaction(c):
+                c.execute(
+                    "INSERT OR REPLACE INTO pods VALUES (?, ?, ?)",
+                    (pod.pod, pod.to_json(), pod.at + ttl_s),
+                )
+
+        await self._run("heartbeat", put)
+
+    async def pods(self) -> list[PodInfo]:
+        def get(c: sqlite3.Connection) -> list[PodInfo]:
+            now = time.time()
+            with _Transaction(c):
+                c.execute("DELETE FROM pods WHERE until < ?", (now,))
+                rows = c.execute("SELECT pod, info FROM pods ORDER BY pod").fetchall()
+            return [PodInfo.from_json(str(r[0]), str(r[1])) for r in rows]
+
+        return await self._run("pods", get)
+
+    async def set_report(self, version: str, text: str) -> None:
+        def put(c: sqlite3.Connection) -> None:
+            with _Transaction(c):
+                c.execute("INSERT OR REPLACE INTO reports VALUES (?, ?)", (version, text))
+
+        await self._run("report", put)
+
+    async def report(self, version: str) -> str | None:
+        def get(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT text FROM reports WHERE version = ?", (version,)).fetchone()
+            return str(row[0]) if row else None
+
+        return await self._run("report", get)
+
+    async def ids(self, version: str, chunk: int = 1000) -> AsyncIterator[list[str]]:
+        last = ""
+        while True:
+            page = partial(_ids_after, version=version, after=last, limit=chunk)
+            found = await self._run("ids", page)
+            if not found:
+                return
+            yield found
+            last = found[-1]
 
     async def write(self, version: str, items: Sequence[NewCodes]) -> list[StoredCodes]:
         def write(c: sqlite3.Connection) -> list[StoredCodes]:
@@ -237,6 +356,58 @@ class _Transaction:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
+
+
+class _PollingWatch(Watch):
+    """SQLite announces nothing: a follower waits out its poll interval and reads again."""
+
+    async def wait(self, timeout_s: float) -> bool:
+        await asyncio.sleep(timeout_s)
+        return False
+
+    async def close(self) -> None:
+        return None
+
+
+def _lifecycle(c: sqlite3.Connection) -> Lifecycle:
+    active = c.execute("SELECT value FROM meta WHERE key = 'active'").fetchone()
+    rows = c.execute("SELECT version, state, bundle, at FROM versions").fetchall()
+    return Lifecycle(
+        active=str(active[0]) if active else None,
+        versions={str(r[0]): VersionInfo(str(r[0]), r[1], str(r[2]), float(r[3])) for r in rows},
+    )
+
+
+def _set_state(c: sqlite3.Connection, version: str, state: VersionState, bundle: str) -> None:
+    with _Transaction(c):
+        c.execute(
+            "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?)",
+            (version, state, bundle, time.time()),
+        )
+
+
+def _delete_some(c: sqlite3.Connection, table: str, version: str, limit: int) -> int:
+    """Up to `limit` rows of `version` from `table`, in one transaction."""
+    key = {"items": "item_id", "sids": "sid", "prefixes": "prefix, item_id", "counters": "tuple"}
+    with _Transaction(c):
+        if table in key:
+            cols = key[table]
+            cursor = c.execute(
+                f"DELETE FROM {table} WHERE version = ? AND ({cols}) IN "
+                f"(SELECT {cols} FROM {table} WHERE version = ? LIMIT ?)",
+                (version, version, limit),
+            )
+        else:
+            cursor = c.execute(f"DELETE FROM {table} WHERE version = ?", (version,))
+        return int(cursor.rowcount)
+
+
+def _ids_after(c: sqlite3.Connection, version: str, after: str, limit: int) -> list[str]:
+    rows = c.execute(
+        "SELECT item_id FROM items WHERE version = ? AND item_id > ? ORDER BY item_id LIMIT ?",
+        (version, after, limit),
+    )
+    return [str(r[0]) for r in rows]
 
 
 def _seed_lookups(c: sqlite3.Connection, version: str, catalog: Catalog, rows: slice) -> None:

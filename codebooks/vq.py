@@ -142,3 +142,12 @@ def recall_at_k(found: Int32Array, truth: Int32Array) -> float:
         len(np.intersect1d(f, t, assume_unique=True)) for f, t in zip(found, truth, strict=True)
     )
     return float(hits / (len(truth) * k))
+
+
+def catalog_vectors(index: Any, start: int, stop: int) -> Float32Array:
+    """Rows start..stop-1 of the VQ codebook, (stop - start)-by-d float32, read back from the
+    index (an IVF index gets a direct map on first use: build it on a private copy)."""
+    if getattr(index, "nlist", None) is not None and index.direct_map.type == 0:
+        faiss.extract_index_ivf(index).make_direct_map()
+    out: Float32Array = index.reconstruct_n(start, stop - start)
+    return out

@@ -22,11 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Batcher, Limits
 from service.errors import error_kinds, install
+from service.follower import Follower
 from service.logs import REQUEST_ID
 from service.metrics import Metrics
 from service.routes import admin, codes, health, items, sids
 from service.settings import Settings
-from service.state import AppState, prepare_engine, publish
+from service.state import AppState, first_engine, publish
 from store import open_store
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,10 @@ def create_app(settings: Settings) -> FastAPI:
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="qarm-decode")
         encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
         batcher: Batcher | None = None
+        follower: Follower | None = None
         try:
-            engine = await prepare_engine(settings, metrics, store, settings.bundle)
-            publish(metrics, engine)
+            engine = await first_engine(settings, metrics, store)
+            publish(metrics, engine, {})
             log.info(
                 "serving bundle %s from the %s store; encoder on %s",
                 engine.version,
@@ -72,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
                 wait_always=settings.batch_wait == "always",
             )
             batcher.start()
-            app.state.qarm = AppState(
+            state = AppState(
                 settings=settings,
                 metrics=metrics,
                 store=store,
@@ -81,8 +83,16 @@ def create_app(settings: Settings) -> FastAPI:
                 decode_pool=decode_pool,
                 encode_pool=encode_pool,
             )
+            if settings.follow:
+                follower = Follower(state)
+                await follower.follow()  # staged versions are written from the first request
+                follower.start()
+            app.state.qarm = state
+            app.state.follower = follower
             yield
         finally:
+            if follower is not None:
+                await follower.close()
             if batcher is not None:
                 await batcher.close()
                 log.info("batcher drained")
@@ -101,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.metrics = metrics
     app.state.qarm = None
+    app.state.follower = None
     install(app, settings.retry_after_s, lambda kind: metrics.errors.labels(kind).inc())
     for module in (items, codes, sids, admin, health):
         app.include_router(module.router)

@@ -19,7 +19,7 @@ SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_SIZES = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 STAGES = ("decode", "encode", "quantize", "store")
 # every op label of qarm_store_errors: what the service asks of the store
-STORE_OPS = ("write", "get", "sid", "prefix", "ping", "activate")
+STORE_OPS = ("write", "get", "sid", "prefix", "ping", "activate", "follow")
 
 
 class Metrics:
@@ -73,7 +73,19 @@ class Metrics:
         )
         self.bundle = Info("qarm_bundle", "the active bundle", registry=r)
         self.encoder = Info("qarm_encoder", "the encoder's ONNX Runtime provider", registry=r)
-        self.reloads = Counter("qarm_reloads", "bundle reloads", ["result"], registry=r)
+        self.written = Gauge(
+            "qarm_bundle_written",
+            "1 per version every upload is also written to (staged, or kept for rollback)",
+            ["version"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "qarm_reloads",
+            "bundle switches (POST /admin/reload, or following an activation) and loads of "
+            "staged versions",
+            ["result"],
+            registry=r,
+        )
         for stage in STAGES:  # every series exists from the first scrape
             self.stage_seconds.labels(stage)
         for reason in ("deadline", "caller_gone"):

@@ -7,6 +7,8 @@ which may carry a password) are `SecretStr`, so they never appear in a repr or a
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +53,25 @@ class Settings(StoreSettings):
     artifacts: Path = Field(Path("artifacts"), description="where `latest` bundles are found")
     execution_provider: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="ONNX Runtime provider: auto takes CUDA when onnxruntime-gpu sees one"
+    )
+    follow: bool = Field(
+        True,
+        description="serve the store's active version and follow every activation (stage, "
+        "activate, rollback) by itself; the `bundle` setting is used only while the store has "
+        "no active version. false: serve `bundle`, switched only by POST /admin/reload",
+    )
+    follow_poll_s: float = Field(
+        5.0,
+        gt=0,
+        description="how often the lifecycle is read again without an announcement (Redis "
+        "pub/sub wakes it at once; SQLite has none, so this is its delay)",
+    )
+    pod_name: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
+        min_length=1,
+        max_length=253,
+        description="this process's name in the store's heartbeats (default: host name and pid; "
+        "the host name is the pod name on Kubernetes)",
     )
     seed_catalog: bool = Field(
         True,
@@ -122,6 +143,14 @@ class Settings(StoreSettings):
             max_audio_bytes=self.max_audio_bytes,
             max_audio_s=self.max_audio_s,
         )
+
+    def version_path(self, version: str, registered: str) -> Path:
+        """Where this process finds the bundle of `version`: `artifacts/<version>`, else the
+        path the registry keeps for it (as the process that staged it saw it)."""
+        here = self.artifacts / version
+        if here.is_dir() or not registered:
+            return here
+        return Path(registered)
 
     def bundle_path(self, bundle: str | None = None) -> Path:
         """The folder of `bundle` (default: the `bundle` setting); `latest` is resolved now."""

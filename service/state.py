@@ -6,8 +6,9 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from runtime.engine import Engine
+from runtime import Engine
 from service.batcher import Batcher
 from service.errors import ReloadFailedError, StoreUnavailableError
 from service.metrics import Metrics
@@ -23,10 +24,13 @@ class AppState:
     metrics: Metrics
     store: Store
     batcher: Batcher
-    engine: Engine  # swapped by reload; a request reads it once and keeps that engine
+    engine: Engine  # swapped on a switch; a request reads it once and keeps that engine
     decode_pool: ThreadPoolExecutor
     encode_pool: ThreadPoolExecutor
-    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Versions every upload is also written to (staged ones, the previous active one), with
+    # their engines; replaced whole by the follower, so a request reads one snapshot.
+    written: dict[str, Engine] = field(default_factory=dict)
+    switch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def catalog_of(engine: Engine) -> Catalog:
@@ -34,34 +38,62 @@ def catalog_of(engine: Engine) -> Catalog:
     return Catalog(item_ids=b.item_ids, rq_codes=b.rq_codes, sid_suffix=b.sid_suffix)
 
 
-async def prepare_engine(settings: Settings, metrics: Metrics, store: Store, bundle: str) -> Engine:
-    """Load, verify and warm up a bundle and activate its version in the store.
-
-    Runs in threads of its own, not the encode pool, so that during a reload the batches of
-    the serving engine keep flowing."""
-    path = await asyncio.to_thread(settings.bundle_path, bundle)
+async def load_engine(settings: Settings, path: Path) -> Engine:
+    """Load, verify and warm up a bundle, in a thread of its own (not the encode pool, so the
+    serving engine's batches keep flowing meanwhile)."""
     engine = await asyncio.to_thread(
         Engine.load, path, settings.engine_options(), settings.input_limits()
     )
     if settings.warmup:
         await asyncio.to_thread(engine.warm_up)
+    return engine
+
+
+async def prepare_engine(settings: Settings, metrics: Metrics, store: Store, bundle: str) -> Engine:
+    """Load a bundle and activate its version in the store (seeding it once)."""
+    engine = await load_engine(settings, settings.bundle_path(bundle))
     try:
-        await store.activate(engine.version, catalog_of(engine), seed_lookups=settings.seed_catalog)
+        await store.activate(
+            engine.version,
+            catalog_of(engine),
+            seed_lookups=settings.seed_catalog,
+            bundle=str(engine.bundle.path),
+        )
     except StoreError:
         metrics.store_errors.labels(store.kind, "activate").inc()
         raise
     return engine
 
 
-def publish(metrics: Metrics, engine: Engine) -> None:
+async def first_engine(settings: Settings, metrics: Metrics, store: Store) -> Engine:
+    """The engine a process starts with: the store's active version when it has one and the
+    process follows the store, else the `bundle` setting, activated in the store."""
+    if settings.follow:
+        try:
+            lifecycle = await store.lifecycle()
+        except StoreError:
+            metrics.store_errors.labels(store.kind, "activate").inc()
+            raise
+        if lifecycle.active is not None:
+            info = lifecycle.versions.get(lifecycle.active)
+            path = settings.version_path(lifecycle.active, info.bundle if info else "")
+            log.info("the store's active version is %s: serving %s", lifecycle.active, path)
+            return await load_engine(settings, path)
+    return await prepare_engine(settings, metrics, store, settings.bundle)
+
+
+def publish(metrics: Metrics, engine: Engine, written: dict[str, Engine]) -> None:
     metrics.bundle.info({"version": engine.version, "path": str(engine.bundle.path)})
     metrics.encoder.info({"provider": engine.provider})
+    metrics.written.clear()
+    for version in written:
+        metrics.written.labels(version).set(1)
 
 
 async def reload(state: AppState, bundle: str) -> tuple[str, str]:
     """Switch to another bundle atomically: requests that read the old engine finish on it,
     requests that start after the switch get the new one. Returns (previous, new) versions."""
-    async with state.reload_lock:
+    async with state.switch_lock:
         previous = state.engine.version
         try:
             engine = await prepare_engine(state.settings, state.metrics, state.store, bundle)
@@ -73,7 +105,7 @@ async def reload(state: AppState, bundle: str) -> tuple[str, str]:
             log.exception("reload of %s failed; %s keeps serving", bundle, previous)
             raise ReloadFailedError(f"reload of {bundle!r} failed: {err}") from err
         state.engine = engine
-        publish(state.metrics, engine)
+        publish(state.metrics, engine, state.written)
         state.metrics.reloads.labels("ok").inc()
         log.info("reloaded: %s -> %s", previous, engine.version)
         return previous, engine.version

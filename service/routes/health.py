@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.follower import Follower
 from service.schemas import Health
 from service.state import AppState
 from store import StoreError
@@ -16,13 +17,19 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=Health)
 async def healthz(request: Request) -> JSONResponse:
     """200 while the process answers, also while it starts or its store is down (those mend
-    themselves); 503 once its batcher has died, which only a restart mends, so that a liveness
-    probe restarts the process."""
+    themselves); 503 once its batcher or its follower has died, which only a restart mends, so
+    that a liveness probe restarts the process."""
     state = getattr(request.app.state, "qarm", None)
-    if isinstance(state, AppState) and state.batcher.error is not None:
-        detail = f"the batcher died ({state.batcher.error!r}); restart the process"
-        body = Health(status="dead", bundle_version=state.engine.version, detail=detail)
-        return JSONResponse(body.model_dump(), status_code=503)
+    follower = getattr(request.app.state, "follower", None)
+    if isinstance(state, AppState):
+        detail = None
+        if state.batcher.error is not None:
+            detail = f"the batcher died ({state.batcher.error!r}); restart the process"
+        elif isinstance(follower, Follower) and follower.error is not None:
+            detail = f"the follower died ({follower.error!r}); restart the process"
+        if detail is not None:
+            body = Health(status="dead", bundle_version=state.engine.version, detail=detail)
+            return JSONResponse(body.model_dump(), status_code=503)
     return JSONResponse(Health(status="ok").model_dump())
 
 

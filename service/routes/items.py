@@ -79,10 +79,20 @@ async def get_codes(item_id: PathId, state: StateDep, engine: EngineDep) -> Resp
 
 
 async def encode(state: AppState, engine: Engine, items: list[ItemIn]) -> list[StoredCodes]:
-    """Decode every item (all or nothing, in the decode pool), then batch-encode and store."""
+    """Decode every item (all or nothing, in the decode pool), then batch-encode and store,
+    under `engine`'s version and under every version uploads are also written to (staged,
+    previous); answers `engine`'s records once every version has them."""
     loop = asyncio.get_running_loop()
+    targets = [engine, *(e for v, e in state.written.items() if v != engine.version)]
     start = time.perf_counter()
     with state.batcher.decoding():
-        prepared = await loop.run_in_executor(state.decode_pool, prepare_all, engine, items)
+        prepared = [
+            await loop.run_in_executor(state.decode_pool, prepare_all, target, items)
+            for target in targets
+        ]
     state.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
-    return await state.batcher.submit(engine, prepared, state.settings.request_timeout_s)
+    timeout = state.settings.request_timeout_s
+    records = await asyncio.gather(
+        *(state.batcher.submit(t, p, timeout) for t, p in zip(targets, prepared, strict=True))
+    )
+    return records[0]

@@ -3,11 +3,16 @@ a running app (lifespan + httpx), media helpers, and a real Redis (QARM_TEST_RED
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import os
+import socket
+import subprocess
+import sys
 import wave
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +153,44 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
         if sample_name == name and all(p in sample_labels.split(",") for p in want.split(",") if p):
             return float(value)
     return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def service_process(
+    env: dict[str, str], bundle: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m service` on a free port with `env` (on top of this process's), killed on
+    exit; yields the process and its base URL (not yet ready: see `wait_ready`)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--port", str(port), "--bundle", str(bundle)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):  # start-up: imports, bundle, warm-up
+        assert proc.poll() is None, "the service exited while starting"
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    pytest.fail("the service did not become ready")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import metric_value
+from tests.service.conftest import free_port, metric_value
 
 pytestmark = pytest.mark.anyio
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_sigterm_drains_accepted_requests(bundles: dict[str, Path], tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,17 @@ import numpy as np
 import pytest
 import redis
 
-from store import Catalog, NewCodes, RedisStore, SqliteStore, Store, StoredCodes, StoreError
+from store import (
+    Catalog,
+    LifecycleError,
+    NewCodes,
+    PodInfo,
+    RedisStore,
+    SqliteStore,
+    Store,
+    StoredCodes,
+    StoreError,
+)
 from store.base import decode_value, sid_of
 
 pytestmark = pytest.mark.anyio
@@ -242,3 +253,76 @@ async def test_sqlite_seeds_in_chunks_and_answers_between_them(tmp_path: Path) -
         assert await store.item_for_sid("v2", sid_of(rq, k)) == f"i{k}"
         assert f"i{k}" in await store.items_for_prefix("v2", rq[:1], limit=n)
     await store.close()
+
+
+async def test_lifecycle_stage_promote_rollback_retire(store: Store) -> None:
+    await store.write("v1", [new("a", (0, 0, 1))])
+    await store.stage("v2", "/bundles/v2", CATALOG)
+    life = await store.lifecycle()
+    assert life.active == "v1"
+    assert life.versions["v2"].state == "staged"
+    assert life.versions["v2"].bundle == "/bundles/v2"
+    assert life.written() == ["v2"]
+    # staging seeds the counters only: a catalog tuple's new item continues after it
+    assert (await store.write("v2", [new("n", (1, 2, 3))]))[0].suffix == 2
+
+    assert await store.promote("v2", "/bundles/v2") == "v1"
+    life = await store.lifecycle()
+    assert (life.active, life.versions["v2"].state, life.versions["v1"].state) == (
+        "v2",
+        "active",
+        "inactive",
+    )
+    assert life.written() == ["v1"]  # the previous version stays current for a rollback
+
+    with pytest.raises(LifecycleError, match="active"):
+        await store.retire("v2", batch=10, max_keys_per_s=1e6)
+    with pytest.raises(LifecycleError, match="active"):
+        await store.stage("v2", "/bundles/v2", CATALOG)
+    assert await store.promote("v1", "") == "v2"  # rollback
+    assert (await store.get_many("v1", ["a"]))[0] is not None
+
+    deleted = await store.retire("v2", batch=2, max_keys_per_s=1e6)
+    assert deleted > 0
+    assert await store.get_many("v2", ["n"]) == [None]
+    assert await store.item_for_sid("v2", "1-2-3-2") is None
+    assert (await store.lifecycle()).versions["v2"].state == "retired"
+    assert (await store.get_many("v1", ["a"]))[0] is not None  # other versions untouched
+    with pytest.raises(LifecycleError, match="retired"):
+        await store.promote("v2", "")
+
+
+async def test_retire_refuses_a_staged_version(store: Store) -> None:
+    await store.stage("v2", "", CATALOG)
+    with pytest.raises(LifecycleError, match="staged"):
+        await store.retire("v2", batch=10, max_keys_per_s=1e6)
+
+
+async def test_ids_reports_and_heartbeats(store: Store) -> None:
+    ids = [f"i{n:03d}" for n in range(25)]
+    await store.write("v1", [new(i, (0, 1, n % 4)) for n, i in enumerate(ids)])
+    chunks = [c async for c in store.ids("v1", chunk=10)]
+    assert sorted(i for c in chunks for i in c) == ids
+    assert [c async for c in store.ids("v9")] == []
+
+    assert await store.report("v1") is None
+    await store.set_report("v1", '{"items": 25}')
+    assert await store.report("v1") == '{"items": 25}'
+
+    now = time.time()
+    await store.heartbeat(PodInfo("p1", "v1", ("v2",), now), ttl_s=60)
+    await store.heartbeat(PodInfo("p2", "v1", (), now - 120), ttl_s=60)  # lapsed
+    assert await store.pods() == [PodInfo("p1", "v1", ("v2",), now)]
+
+
+async def test_an_announcement_wakes_a_watcher(store: Store, store_kind: str) -> None:
+    watch = await store.watch()
+    try:
+        if store_kind == "sqlite":  # no announcements: the watcher polls
+            assert await watch.wait(0.05) is False
+            return
+        assert await watch.wait(0.05) is False
+        await store.stage("v2", "", CATALOG)
+        assert await watch.wait(5.0) is True
+    finally:
+        await watch.close()

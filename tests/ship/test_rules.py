@@ -46,6 +46,7 @@ HEALTHY = [
     series("qarm_queue_capacity_items", "", "2048x40"),
     series("qarm_store_errors_total", 'store="redis", op="write"', "0x40"),
     series("qarm_errors_total", 'kind="invalid_input"', "0+1x40"),
+    series("qarm_bundle_info", 'version="v1", path="/bundles/v1"', "1x40"),
     {
         "series": f'up{{job="qarm", namespace="recs", instance="10.0.0.7:8000", pod="{POD}"}}',
         "values": "1x40",
@@ -66,6 +67,7 @@ ALERTS = [
     "QarmNotReady",
     "QarmTargetDown",
     "QarmReloadFailed",
+    "QarmVersionsDisagree",
 ]
 
 # alert -> (input series, the labels it fires with besides alertname)
@@ -127,6 +129,17 @@ FIRING: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
     "QarmReloadFailed": (
         [series("qarm_reloads_total", 'result="failed"', "0x30 1x10")],
         {"severity": "warning", "pod": POD},
+    ),
+    "QarmVersionsDisagree": (
+        [
+            series("qarm_bundle_info", 'version="v1", path="/bundles/v1"', "1x40"),
+            {
+                "series": 'qarm_bundle_info{job="qarm", namespace="recs", '
+                'pod="qarm-7d9f8c6b5-b7q2m", version="v2", path="/bundles/v2"}',
+                "values": "1x40",
+            },
+        ],
+        {"severity": "warning"},
     ),
 }
 

@@ -80,7 +80,7 @@ bench-codebooks: $(VENV)/.installed ## codebook build time, encode throughput an
 clean: ## remove the venv, built bundles, data and results (never tracked)
 	rm -rf $(VENV) $(ARTIFACTS) data bench/results .pytest_cache .mypy_cache .ruff_cache
 
-# ---- models/ (issue 3): data, the offline pipeline, its benchmarks ----
+# ---- models/: data, the offline pipeline, its benchmarks ----
 .PHONY: data artifacts artifacts-movielens bench-models
 MODELS_DATA ?= data/ml-100k
 RECBOLE_WHEEL ?= recbole==1.2.1
@@ -117,7 +117,7 @@ serve: $(VENV)/.installed ## run the service (QARM_* settings; QARM_REDIS_URL=re
 bench-service: redis ## service throughput and latency vs raw encoder+quantizer and raw Redis MGET
 	$(PY) -m bench.service --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/14 --items $(QARM_BENCH_ITEMS)
 
-# --- shipping (issue 6): Docker image lint, helm chart tests, load test ---
+# --- shipping: Docker image lint, helm chart tests, load test ---
 .PHONY: promtool loadtest
 LOADTEST_TIME ?= 60
 LOADTEST_USERS ?= 8
@@ -145,7 +145,7 @@ $(VENV)/.installed-loadtest: $(VENV)/.installed
 loadtest: redis $(VENV)/.installed-loadtest ## locust vs a local service (LOADTEST_TIME=60 s), then read every acknowledged write back
 	$(PY) -m loadtest.run --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/13 --time $(LOADTEST_TIME) --users $(LOADTEST_USERS)
 
-# --- the ranking room (issue 5): do the codes help a ranking model? ---
+# --- the ranking room: do the codes help a ranking model? ---
 # Each data set gets two evaluation bundles built with the same holdout (each user's latest
 # 20% of events and a seeded 10% of items never trained on): the aligned encoder's, and the
 # pre-trained one's (0 alignment steps). Then every ranking variant runs on both.

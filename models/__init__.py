@@ -1,1 +1,1 @@
-"""Encoders, pair mining, item alignment and ONNX export (torch; see DESIGN.md; issue 3)."""
+"""The offline pipeline (torch): encoder towers, item-pair mining, item alignment, ONNX export."""

@@ -38,7 +38,7 @@ INT8_FILE = "encoder.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 OPSET = 18
 
-# Acceptance thresholds of the int8 variant (issue 3): agreement with fp32 on the catalog.
+# Acceptance thresholds of the int8 variant: agreement with fp32 on the catalog.
 INT8_MIN_COSINE = 0.99
 INT8_MIN_SAME_CODE = 0.95
 

@@ -1,1 +1,2 @@
-"""The downstream ranking model that measures what the codes are worth (issue 5)."""
+"""The downstream ranking model that measures what the codes are worth: a DIN-style ranker
+fed with the codes, its metrics (AUC, UAUC, GAUC) and the evaluation that writes docs/results.md."""

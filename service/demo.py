@@ -81,6 +81,7 @@ def run_demo(url: str, bundle: Bundle, headers: dict[str, str]) -> int:
         got = client.post("/v1/codes:batchGet", json={"ids": ids}).json()["items"]
         found = sum(g is not None for g in got)
         print(f"\nPOST /v1/codes:batchGet of {len(ids)} ids: {found} found, unknown -> null")
+        print_catalog_item(client, bundle)
         first = body["items"][0]
         sid = client.get(f"/v1/sids/{first['sid']}").json()
         print(f"GET /v1/sids/{first['sid']} -> {sid['id']}")
@@ -88,6 +89,23 @@ def run_demo(url: str, bundle: Bundle, headers: dict[str, str]) -> int:
         share = client.get(f"/v1/codes/rq/{prefix}/items", params={"limit": 5}).json()
         print(f"GET /v1/codes/rq/{prefix}/items?limit=5 -> {share['items']}")
     return 0
+
+
+def print_catalog_item(client: httpx.Client, bundle: Bundle) -> None:
+    """A catalog item's codes, as the backfill wrote them (none without a backfill)."""
+    item_id = str(bundle.item_ids[0])
+    r = client.get(f"/v1/items/{item_id}/codes")
+    if r.status_code == 404:
+        print(f"GET /v1/items/{item_id}/codes -> 404: the catalog has no codes yet (backfill it:")
+        print(
+            f"    python -m backfill run --bundle {bundle.path}; python -m backfill activate ...)"
+        )
+        return
+    codes = r.json()
+    near = ", ".join(str(bundle.item_ids[row]) for row in codes["vq"][:3])
+    rq = " ".join(map(str, codes["rq"]))
+    print(f"GET /v1/items/{item_id}/codes (catalog item, from the backfill) -> semantic ID")
+    print(f"    {codes['sid']}, RQ codes {rq}, nearest catalog items {near}, ...")
 
 
 def sample_items(bundle: Bundle) -> list[dict[str, Any]]:

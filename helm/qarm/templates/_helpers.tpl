@@ -39,3 +39,65 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "qarm.selector" -}}
 job="{{ include "qarm.fullname" . }}", namespace="{{ .Release.Namespace }}"
 {{- end -}}
+
+{{/*
+The pod parts the Deployment and the backfill's Ray pods share, so the two never drift:
+the Redis URL from its Secret, the bundle volume, its mount, and the init container that
+fills it (bundle.source: initContainer). Each renders nothing where the source needs none.
+*/}}
+{{- define "qarm.redisUrlEnv" -}}
+- name: QARM_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret | quote }}
+      key: {{ .Values.redis.key | quote }}
+{{- end -}}
+
+{{- define "qarm.bundleVolume" -}}
+{{- $b := .Values.bundle -}}
+{{- if eq $b.source "pvc" -}}
+- name: bundles
+  persistentVolumeClaim:
+    claimName: {{ $b.pvc.claimName }}
+    readOnly: true
+{{- else if eq $b.source "initContainer" -}}
+- name: bundles
+  emptyDir:
+    sizeLimit: {{ $b.sizeLimit }}
+{{- end -}}
+{{- end -}}
+
+{{- define "qarm.bundleVolumeMount" -}}
+{{- $b := .Values.bundle -}}
+{{- if ne $b.source "image" -}}
+- name: bundles
+  mountPath: {{ $b.mountPath }}
+  readOnly: true
+  {{- if and (eq $b.source "pvc") $b.pvc.subPath }}
+  subPath: {{ $b.pvc.subPath }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{- define "qarm.bundleInitContainer" -}}
+{{- $b := .Values.bundle -}}
+{{- if eq $b.source "initContainer" -}}
+- name: bundle
+  image: {{ $b.initContainer.image | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  # Copies every bundle version the image holds; the service verifies each file's
+  # sha256 against its manifest when it loads one.
+  command: ["sh", "-c", "cp -R {{ $b.initContainer.sourcePath }}/. /target/"]
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    requests:
+      cpu: 100m
+      memory: 64Mi
+    limits:
+      memory: 256Mi
+  volumeMounts:
+    - name: bundles
+      mountPath: /target
+{{- end -}}
+{{- end -}}

@@ -101,3 +101,148 @@ fills it (bundle.source: initContainer). Each renders nothing where the source n
       mountPath: /target
 {{- end -}}
 {{- end -}}
+
+{{/*
+The backfill's RayJob (templates/rayjob.yaml). Its objects carry a name of their own
+(`qarm-backfill`), so that no selector of the service's (Service, Deployment, PDB,
+ServiceMonitor) picks up a Ray pod.
+*/}}
+{{- define "qarm.backfill.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "qarm.name" . }}-backfill
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: backfill
+{{- end -}}
+
+{{- define "qarm.backfill.labels" -}}
+{{- $labels := include "qarm.labels" . | fromYaml -}}
+{{- merge (include "qarm.backfill.selectorLabels" . | fromYaml) $labels | toYaml -}}
+{{- end -}}
+
+{{/* The version to backfill: backfill.version, else bundle.version, never `latest`. */}}
+{{- define "qarm.backfill.version" -}}
+{{- $version := .Values.backfill.version | default .Values.bundle.version -}}
+{{- if eq $version "latest" -}}
+{{- fail "backfill.version: set the version to backfill (bundle.version is `latest`, which names none)" -}}
+{{- end -}}
+{{- $version -}}
+{{- end -}}
+
+{{/* One RayJob per version; KubeRay refuses RayJob names over 47 characters. */}}
+{{- define "qarm.backfill.name" -}}
+{{- $suffix := printf "backfill-%s" (include "qarm.backfill.version" . | lower) -}}
+{{- $prefix := include "qarm.fullname" . | trunc (int (sub 46 (len $suffix))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $prefix $suffix -}}
+{{- end -}}
+
+{{- define "qarm.backfill.gpu" -}}
+{{- if gt (float64 .Values.backfill.gpusPerActor) 0.0 }}true{{ end -}}
+{{- end -}}
+
+{{- define "qarm.backfill.image" -}}
+{{- $bf := .Values.backfill -}}
+{{- $tag := printf "%s-backfill%s" .Chart.AppVersion (ternary "-gpu" "" (eq (include "qarm.backfill.gpu" .) "true")) -}}
+{{- printf "%s:%s" ($bf.image.repository | default .Values.image.repository) ($bf.image.tag | default $tag) -}}
+{{- end -}}
+
+{{/* A word for a POSIX shell: as is when plain, else single-quoted. */}}
+{{- define "qarm.shellWord" -}}
+{{- if regexMatch "^[A-Za-z0-9_./:=@%+,-]+$" . -}}
+{{- . -}}
+{{- else -}}
+'{{ replace "'" "'\\''" . }}'
+{{- end -}}
+{{- end -}}
+
+{{/* The job's shell command, run on the Ray head (the backfill CLI: backfill/__main__.py). */}}
+{{- define "qarm.backfill.entrypoint" -}}
+{{- $bf := .Values.backfill -}}
+{{- $version := include "qarm.backfill.version" . -}}
+{{- $words := list "python" "-m" "backfill" "run" "--bundle" (printf "%s/%s" .Values.bundle.mountPath $version) -}}
+{{- range $bf.catalogs -}}
+{{- $words = concat $words (list "--catalog" .) -}}
+{{- end -}}
+{{- $words = concat $words (list "--address" "auto" "--actors" (int64 $bf.actors | toString) "--batch-size" (int64 $bf.batchSize | toString) "--gpus-per-actor" (toString $bf.gpusPerActor) "--wait-pods-s" (int64 $bf.waitPodsS | toString)) -}}
+{{- $quoted := list -}}
+{{- range $words -}}
+{{- $quoted = append $quoted (include "qarm.shellWord" .) -}}
+{{- end -}}
+{{- join " " $quoted -}}
+{{- if $bf.activate }} && python -m backfill activate {{ include "qarm.shellWord" $version }}{{ end -}}
+{{- end -}}
+
+{{/*
+A Ray pod: the service's pod security, its ConfigMap, Redis URL and bundle volume; /tmp an
+emptyDir (Ray's session folder /tmp/ray, Python's temp files), the root filesystem read-only.
+KubeRay adds the `ray start` command, ports, probes and a /dev/shm emptyDir for the object store.
+Called with (dict "root" $ "container" NAME "group" backfill.head|workers "gpus" N).
+*/}}
+{{- define "qarm.backfill.podTemplate" -}}
+{{- $root := .root -}}
+{{- $bf := $root.Values.backfill -}}
+metadata:
+  labels:
+    {{- include "qarm.backfill.selectorLabels" $root | nindent 4 }}
+spec:
+  serviceAccountName: {{ include "qarm.serviceAccountName" $root }}
+  automountServiceAccountToken: false
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
+  {{- with include "qarm.bundleInitContainer" $root }}
+  initContainers:
+    {{- . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ .container }}
+      image: {{ include "qarm.backfill.image" $root | quote }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      envFrom:
+        - configMapRef:
+            name: {{ include "qarm.fullname" $root }}
+      env:
+        {{- include "qarm.redisUrlEnv" $root | nindent 8 }}
+        {{- if .gpus }}
+        - name: QARM_EXECUTION_PROVIDER
+          value: cuda
+        {{- end }}
+      resources:
+        {{- $res := deepCopy .group.resources }}
+        {{- if .gpus }}
+        {{- $limits := default dict $res.limits }}
+        {{- $_ := set $limits "nvidia.com/gpu" (int64 .gpus) }}
+        {{- $_ := set $res "limits" $limits }}
+        {{- end }}
+        {{- toYaml $res | nindent 8 }}
+      securityContext:
+        {{- toYaml $root.Values.securityContext | nindent 8 }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+        {{- with include "qarm.bundleVolumeMount" $root }}
+        {{- . | nindent 8 }}
+        {{- end }}
+  volumes:
+    - name: tmp
+      emptyDir:
+        sizeLimit: {{ $bf.tmpSizeLimit }}
+    {{- with include "qarm.bundleVolume" $root }}
+    {{- . | nindent 4 }}
+    {{- end }}
+  {{- $nodeSelector := .group.nodeSelector }}
+  {{- $tolerations := .group.tolerations }}
+  {{- if .gpus }}
+  {{- $nodeSelector = merge (deepCopy .group.nodeSelector) $root.Values.gpu.nodeSelector }}
+  {{- $tolerations = concat $root.Values.gpu.tolerations .group.tolerations }}
+  {{- end }}
+  {{- with $nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}

@@ -22,10 +22,13 @@ from tests.ship.conftest import (
 )
 
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes the chart supports; newer schemas also pass
-CRD_GROUP = "monitoring.coreos.com/"  # Prometheus operator kinds: no schema ships offline
+# Prometheus operator and KubeRay kinds: no schema ships offline (test_rayjob.py checks the
+# RayJob's pod templates against Kubernetes' own PodTemplateSpec instead)
+CRD_GROUPS = ("monitoring.coreos.com/", "ray.io/")
+CI_VALUES = ["default", "gpu", "initcontainer", "backfill"]
 
 
-@pytest.fixture(scope="module", params=["default", "gpu", "initcontainer"])
+@pytest.fixture(scope="module", params=CI_VALUES)
 def manifests(request: pytest.FixtureRequest) -> list[Manifest]:
     values: dict[str, Any] = {} if request.param == "default" else ci_values(request.param)
     return render(values)
@@ -52,7 +55,7 @@ def test_manifests_valid_against_kubernetes_schemas(
 ) -> None:
     checked = 0
     for manifest in manifests:
-        if manifest["apiVersion"].startswith(CRD_GROUP):
+        if manifest["apiVersion"].startswith(CRD_GROUPS):
             continue
         try:  # strict: an unknown field (a typo) is an error, not ignored
             kubernetes_validate.validate(manifest, version, strict=True)
@@ -126,7 +129,7 @@ def test_init_container_copies_the_bundle_and_tokens_come_from_a_secret() -> Non
     assert env["QARM_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "qarm-tokens"
 
 
-@pytest.mark.parametrize("name", ["default", "gpu", "initcontainer"])
+@pytest.mark.parametrize("name", CI_VALUES)
 def test_configmap_is_accepted_by_the_service_settings(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

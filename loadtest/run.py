@@ -44,8 +44,9 @@ ROOT = HERE.parent
 TOKEN = f"loadtest-{uuid.uuid4().hex}"
 
 
-def demo_bundle(root: Path, n_items: int) -> Path:
-    """The newest bundle under `root`, built first if there is none."""
+def demo_bundle(root: Path, n_items: int, seed: int = 0) -> Path:
+    """The newest bundle under `root`, built first if there is none (`seed`: the encoder's
+    and the codebooks'; the catalog is the same for every seed)."""
     if root.exists() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
         return latest_bundle(root)
     from tests.service.tiny_encoder import build_encoder, build_tokenizer, encoder_spec
@@ -53,26 +54,29 @@ def demo_bundle(root: Path, n_items: int) -> Path:
     dim = 64
     print(f"building a demo bundle: {n_items} synthetic items, d={dim}, tiny encoder ...")
     catalog = clustered_embeddings(n_items, dim, seed=0)
-    work = root.parent / "encoder"
+    work = root.parent / f"encoder-{seed}"
     work.mkdir(parents=True, exist_ok=True)
     extra = {
-        "encoder.onnx": build_encoder(work / "encoder.onnx", dim, seed=0),
+        "encoder.onnx": build_encoder(work / "encoder.onnx", dim, seed=seed),
         "tokenizer.json": build_tokenizer(work / "tokenizer.json"),
     }
     return build(
         catalog.ids,
         catalog.embeddings,
-        BuildConfig(gpu="off"),
+        BuildConfig(gpu="off", seed=seed),
         root,
         extra_files=extra,
         encoder=encoder_spec(),
     )
 
 
-def start_service(bundle: Path, redis_url: str, prefix: str, log: Path) -> tuple[str, Any]:
+def start_service(
+    bundle: Path, redis_url: str, prefix: str, log: Path, extra_env: dict[str, str] | None = None
+) -> tuple[str, Any]:
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "QARM_REDIS_URL": redis_url,
         "QARM_REDIS_PREFIX": prefix,
         "QARM_TOKENS": json.dumps(
@@ -91,26 +95,29 @@ def start_service(bundle: Path, redis_url: str, prefix: str, log: Path) -> tuple
     return url, proc
 
 
-def post_known(client: httpx.Client, run: str, n: int) -> list[str]:
-    """Items posted before the run: the ids the ranking servers know."""
+def post_known(client: httpx.Client, run: str, n: int) -> list[dict[str, Any]]:
+    """Items posted before the run, the ones the ranking servers know: answers them."""
     pool = MediaPool(seed=7, covers=8, clips=4)
-    ids = [f"known-{run}-{i}" for i in range(n)]
+    items = [pool.item(f"known-{run}-{i}") for i in range(n)]
     for start in range(0, n, 64):
-        items = [pool.item(i) for i in ids[start : start + 64]]
-        r = client.post("/v1/items", json={"items": items})
+        r = client.post("/v1/items", json={"items": items[start : start + 64]})
         r.raise_for_status()
-    return ids
+    return items
 
 
-def locust(url: str, args: argparse.Namespace, env: dict[str, str]) -> int:
+def locust_command(url: str, args: argparse.Namespace) -> list[str]:
     results = args.results
-    cmd = [
+    return [
         sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
         "--host", url, "--users", str(args.users), "--spawn-rate", str(args.users),
         "--run-time", f"{args.time}s", "--stop-timeout", "15",
         "--csv", str(results / "locust"), "--html", str(results / "report.html"),
         "--only-summary", "--loglevel", "WARNING",
     ]  # fmt: skip
+
+
+def locust(url: str, args: argparse.Namespace, env: dict[str, str]) -> int:
+    cmd = locust_command(url, args)
     return subprocess.run(cmd, env={**os.environ, **env}, cwd=ROOT, check=False).returncode
 
 
@@ -256,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-            known = post_known(client, run, args.known)
+            known = [item["id"] for item in post_known(client, run, args.known)]
             (args.results / "known.json").write_text(json.dumps(known))
             before = scrape(client)
             env = {

@@ -27,10 +27,10 @@ install: $(VENV)/.installed ## make .venv with the service and dev tools (no tor
 # torch is pinned first: the CPU wheel lies on these machines, a bare `torch` pulls GBs of CUDA.
 $(VENV)/.installed-train: $(VENV)/.installed
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,serve,dev]'
+	$(PY) -m pip install -q -e '.[train,serve,dev,backfill]'
 	@touch $@
 
-install-train: $(VENV)/.installed-train ## add torch==2.13.0 and the training stack to .venv
+install-train: $(VENV)/.installed-train ## add torch==2.13.0, the training stack and Ray Data (backfill) to .venv
 
 redis: $(VENV)/.installed ## start a throwaway Redis on $(REDIS_HOST):$(REDIS_PORT) unless one answers
 	@if $(PY) -c "import redis; redis.Redis(host='$(REDIS_HOST)', port=$(REDIS_PORT), socket_connect_timeout=1).ping()" 2>/dev/null; then \

@@ -153,8 +153,7 @@ async def sample_problems(
     if n == 0 or total == 0:
         return []
     rows = rng.choice(catalog_n, size=min(catalog_n, round(n * catalog_n / total)), replace=False)
-    differ = await _catalog_differences(store, engine, version, sorted(int(r) for r in rows))
-    checked = len(rows)
+    differ, checked = await _catalog_differences(store, engine, version, sorted(rows.tolist()))
     picks = _reservoir(
         (
             (s, i)
@@ -169,8 +168,9 @@ async def sample_problems(
     for source in sources:
         ids = [i for s, i in picks if s == source]
         if ids:
-            differ += await _source_differences(store, engine, version, source, ids)
-            checked += len(ids)
+            more, seen = await _source_differences(store, engine, version, source, ids)
+            differ += more
+            checked += seen
     if not differ:
         return []
     return [
@@ -181,13 +181,16 @@ async def sample_problems(
 
 async def _catalog_differences(
     store: Store, engine: Engine, version: str, rows: list[int]
-) -> list[str]:
+) -> tuple[list[str], int]:
+    """The catalog rows whose stored value is not the bundle's, and how many had one."""
     ids = [str(engine.bundle.item_ids[r]) for r in rows]
     stored = await store.get_many(version, ids)
     differ = []
+    checked = 0
     for row, value in zip(rows, stored, strict=True):
         if value is None:
             continue  # counted by items_problems
+        checked += 1
         encoded, suffixes = engine.catalog_rows(row, row + 1)
         expected = StoredCodes(
             value.item_id,
@@ -197,12 +200,13 @@ async def _catalog_differences(
         )
         if value != expected:
             differ.append(f"{value.item_id} ({_what_differs(value, expected)})")
-    return differ
+    return differ, checked
 
 
 async def _source_differences(
     store: Store, engine: Engine, version: str, source: str, ids: list[str]
-) -> list[str]:
+) -> tuple[list[str], int]:
+    """The export rows whose stored value is not what they encode to, and how many had one."""
     items = read_items(source, ids)
     stored = await store.get_many(version, [item.id for item in items])
     differ = []
@@ -223,7 +227,7 @@ async def _source_differences(
             expected = StoredCodes(value.item_id, tuple(vq), tuple(rq), value.suffix)
             if value != expected:
                 differ.append(f"{value.item_id} ({_what_differs(value, expected)})")
-    return differ
+    return differ, sum(value is not None for value in stored)
 
 
 def _what_differs(stored: StoredCodes, expected: StoredCodes) -> str:

@@ -207,7 +207,9 @@ async def _activate(args: argparse.Namespace, settings: BackfillSettings, store:
         return Exit.OK
     print(f"version {done.version} active (was {done.previous or 'none'})")
     followed = done.followed
-    if followed.lagging:
+    if followed.pods == 0:
+        print("no live service pods to wait for")
+    elif followed.lagging:
         log.warning(
             "after %.1f s, %d of %d service pods do not serve %s yet: %s",
             followed.seconds,

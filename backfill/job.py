@@ -1,11 +1,12 @@
 """The backfill run: every catalog item's codes written under a bundle version, on Ray Data.
 
-    plan (check every export, load the bundle)    nothing started yet: a bad input costs nothing
+    plan: check every export, load the bundle     nothing started yet: bad input costs nothing
     stage the version in the store                 seeds its suffix counters; announced
     wait for the service's pods                    from then on uploads are written to it too
-    the bundle's catalog, then each export:        Ray Data streams rows through encoder actors
-      actors answer rows (rows.py)                 (actor.py): stored ones skipped, bad ones named
-      the driver writes them                       one writer, batches of `write_batch`, while
+    one Ray Data pipeline: the bundle's catalog    work rows (rows.py) through one pool of
+      and every export, as work rows               encoder actors (actor.py): stored items
+                                                   skipped, bad rows named
+    the driver writes the answers                  one writer, batches of `write_batch`, while
                                                    the actors encode the next ones
     report                                         saved at the start, every 30 s, at the end
 
@@ -20,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -195,7 +196,7 @@ async def _write_all(
         pending = asyncio.ensure_future(asyncio.to_thread(_next, batches))
         while (batch := await pending) is not None:
             pending = asyncio.ensure_future(asyncio.to_thread(_next, batches))
-            outcome = read_answer(batch)
+            outcome = await _unwritten(store, work.version, read_answer(batch))
             if outcome.codes:
                 await throttle.wait(len(outcome.codes))
                 await store.write(work.version, outcome.codes)
@@ -206,6 +207,18 @@ async def _write_all(
                 report = tally.report(base, finished=False)
                 await store.set_report(work.version, report.model_dump_json())
                 saved = time.monotonic()
+
+
+async def _unwritten(store: Store, version: str, outcome: Outcome) -> Outcome:
+    """Leave out items the service wrote since an actor found them missing: an upload is
+    newer than any export, and its suffix is given. (Only a write that happens between this
+    read and our write can still be overwritten.)"""
+    if not outcome.codes:
+        return outcome
+    present = await store.get_many(version, [c.item_id for c in outcome.codes])
+    fresh = [c for c, value in zip(outcome.codes, present, strict=True) if value is None]
+    late = len(outcome.codes) - len(fresh)
+    return replace(outcome, codes=fresh, stored=outcome.stored + late)
 
 
 async def _save_stopped(store: Store, report: Report) -> None:

@@ -35,7 +35,11 @@ class Report(BaseModel):
     sources: list[str] = Field(description="catalog exports, absolute paths or URIs")
     items: int = Field(0, description="rows seen: the bundle's catalog and every export")
     written: int = Field(0, description="items written by this run")
-    skipped: int = Field(0, description="items that had codes under the version already")
+    skipped: int = Field(
+        0,
+        description="items left alone: codes under the version already (an earlier run, an "
+        "upload), or an export row of a bundle catalog item (the bundle gives its codes)",
+    )
     failed: int = Field(0, description="rows refused (bad content); see `failures`")
     failures: list[RowFailure] = Field(
         default_factory=list, description=f"the first {MAX_FAILURES} failed rows"

@@ -41,7 +41,13 @@ def render(
 def _backfill(report: Report | None) -> str:
     if report is None:
         return "-"
-    state = "finished" if report.finished else ("stopped" if report.error else "running/killed")
+    if report.finished:
+        state = "finished"
+    elif report.error is not None:
+        state = "stopped"
+    else:  # saved every 30 s while running; a killed run stays like this
+        saved = report.finished_at or report.started_at
+        state = f"running or killed (saved {saved:%Y-%m-%d %H:%M:%S})"
     return (
         f"{state}: {report.items} items, {report.written} written, {report.skipped} skipped, "
         f"{report.failed} failed"

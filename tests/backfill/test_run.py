@@ -14,8 +14,8 @@ import pytest
 from backfill.__main__ import main
 from backfill.errors import Exit, VersionError
 from backfill.source import read_items
-from runtime import Engine
-from store import Store
+from runtime import Engine, RawItem
+from store import NewCodes, Store
 from tests.backfill.conftest import MakeSettings, backfill, new_items_table, store_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_address")]
@@ -24,15 +24,22 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_address")]
 async def test_catalog_and_export_get_codes_under_a_staged_version(
     store: Store, make_settings: MakeSettings, bundles: dict[str, Path], new_items: Path
 ) -> None:
-    report = await backfill(store, make_settings(), bundles["a"], [new_items])
     engine = Engine.load(bundles["a"])
     version = engine.version
+    # An item a service pod wrote to the version before the backfill reached it.
+    encoded = engine.encode([engine.prepare(RawItem("text-0", text="winter dog"))])
+    [posted] = await store.write(
+        version, [NewCodes("text-0", tuple(encoded.vq[0].tolist()), tuple(encoded.rq[0].tolist()))]
+    )
+
+    report = await backfill(store, make_settings(), bundles["a"], [new_items])
+
     catalog_ids = engine.bundle.item_ids.tolist()
     new_ids = pq.read_table(new_items, columns=["id"]).column("id").to_pylist()
-
-    assert (report.finished, report.failed, report.skipped) == (True, 0, 0)
-    assert report.items == report.written == len(catalog_ids) + len(new_ids)
+    assert (report.finished, report.failed, report.skipped) == (True, 0, 1)
+    assert report.items == len(catalog_ids) + len(new_ids) == report.written + 1
     assert report.sources == [str(new_items.resolve())]
+    assert await store.get_many(version, ["text-0"]) == [posted]
 
     # The bundle's catalog: exactly the bundle's codes, with the build's suffixes.
     stored = await store.get_many(version, catalog_ids)
@@ -44,7 +51,7 @@ async def test_catalog_and_export_get_codes_under_a_staged_version(
         assert value.vq == tuple(encoded.vq[row].tolist())
 
     # The export: what the engine gives each item.
-    items = read_items(str(new_items), new_ids)
+    items = read_items(str(new_items), new_ids[1:])
     codes = engine.encode([engine.prepare(item) for item in items])
     stored = await store.get_many(version, [item.id for item in items])
     for value, vq, rq in zip(stored, codes.vq.tolist(), codes.rq.tolist(), strict=True):
@@ -70,10 +77,12 @@ async def test_bad_rows_are_named_and_skipped_and_fail_the_exit_status(
     good = new_items_table(20, 20)
     bad = pa.table(
         {
-            "id": ["bad-image", "bad-width", "bad id!", "no-content"],
-            "text": pa.array([None, None, "red cat", None], pa.string()),
-            "image": pa.array([b"not an image", None, None, None], pa.binary()),
-            "embedding": pa.array([None, [0.5, 0.5, 0.5], None, None], pa.list_(pa.float32())),
+            "id": ["bad-image", "bad-width", "bad id!", "no-content", "item-0000005"],
+            "text": pa.array([None, None, "red cat", None, "blue fish"], pa.string()),
+            "image": pa.array([b"not an image", None, None, None, None], pa.binary()),
+            "embedding": pa.array(
+                [None, [0.5, 0.5, 0.5], None, None, None], pa.list_(pa.float32())
+            ),
         }
     )
     good = good.append_column("image", pa.array([None] * len(good), pa.binary()))
@@ -98,11 +107,14 @@ async def test_bad_rows_are_named_and_skipped_and_fail_the_exit_status(
         "no-content": "item",
     }
     assert all(f["source"] == str(export.resolve()) for f in report["failures"])
-    assert report["failed"] == 4
-    assert report["finished"] is True
+    assert (report["failed"], report["skipped"], report["finished"]) == (4, 1, True)
     good_ids = good.column("id").to_pylist()
     assert None not in await store.get_many(version, good_ids)
     assert await store.get_many(version, ["bad-image", "bad-width", "no-content"]) == [None] * 3
+    # An export row of a bundle catalog item: the bundle's codes are its codes.
+    [catalog_item] = await store.get_many(version, ["item-0000005"])
+    assert catalog_item is not None
+    assert catalog_item.rq == tuple(Engine.load(bundles["a"]).bundle.rq_codes[5].tolist())
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"])

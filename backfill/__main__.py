@@ -57,7 +57,9 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--bundle", type=Path, required=True, help="the bundle folder (its version)")
+    run.add_argument(
+        "--bundle", type=Path, required=True, metavar="PATH", help="the bundle folder (its version)"
+    )
     run.add_argument(
         "--catalog",
         action="append",
@@ -65,14 +67,26 @@ def parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a Parquet file, folder or URI of items to encode (repeatable)",
     )
-    run.add_argument("--address", dest="ray_address", help="join this Ray cluster (`auto`, ...)")
-    run.add_argument("--num-cpus", dest="ray_num_cpus", type=int, help="CPUs of the local Ray")
-    run.add_argument("--actors", type=int, help="encoder actors (default: from the cluster)")
-    run.add_argument("--batch-size", type=int, help="items per encoder call")
-    run.add_argument("--gpus-per-actor", type=float, help="GPUs per actor (0: CPU only)")
-    run.add_argument("--write-batch", type=int, help="items per store write")
-    run.add_argument("--max-writes-per-s", type=float, help="most items written per second")
-    run.add_argument("--wait-pods-s", type=float, help="wait for the pods to follow (30)")
+    run.add_argument(
+        "--address", dest="ray_address", metavar="ADDR", help="join this Ray cluster (`auto`, ...)"
+    )
+    run.add_argument(
+        "--num-cpus", dest="ray_num_cpus", type=int, metavar="N", help="CPUs of the local Ray"
+    )
+    run.add_argument(
+        "--actors", type=int, metavar="N", help="encoder actors (default: from the cluster)"
+    )
+    run.add_argument("--batch-size", type=int, metavar="N", help="items per encoder call")
+    run.add_argument(
+        "--gpus-per-actor", type=float, metavar="X", help="GPUs per actor (0: CPU only)"
+    )
+    run.add_argument("--write-batch", type=int, metavar="N", help="items per store write")
+    run.add_argument(
+        "--max-writes-per-s", type=float, metavar="N", help="most items written per second"
+    )
+    run.add_argument(
+        "--wait-pods-s", type=float, metavar="S", help="wait for the pods to follow (30)"
+    )
 
     act = commands.add_parser(
         "activate",
@@ -85,10 +99,14 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     act.add_argument("version")
-    act.add_argument("--bundle", type=Path, help="its bundle folder (default: as staged)")
-    act.add_argument("--sample", type=int, help="stored values computed again (64)")
+    act.add_argument(
+        "--bundle", type=Path, metavar="PATH", help="its bundle folder (default: as staged)"
+    )
+    act.add_argument("--sample", type=int, metavar="N", help="stored values computed again (64)")
     act.add_argument("--allow-failures", action="store_true", help="activate despite failed rows")
-    act.add_argument("--wait-pods-s", type=float, help="wait for the pods to follow (30)")
+    act.add_argument(
+        "--wait-pods-s", type=float, metavar="S", help="wait for the pods to follow (30)"
+    )
 
     ret = commands.add_parser(
         "retire",
@@ -98,7 +116,9 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ret.add_argument("version")
-    ret.add_argument("--max-keys-per-s", type=float, help="most keys deleted per second (50000)")
+    ret.add_argument(
+        "--max-keys-per-s", type=float, metavar="N", help="most keys deleted per second (50000)"
+    )
 
     commands.add_parser("status", help="versions, their backfills and the service's pods")
     return top

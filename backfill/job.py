@@ -42,6 +42,9 @@ from store import Catalog, Lifecycle, Store
 
 log = logging.getLogger(__name__)
 
+# Blocks (what an actor takes at a time) of at most this many bytes: a big export file is
+# spread over every actor, and the driver writes, and a killed run loses, a block at a time.
+BLOCK_BYTES = 2 << 20
 SAVE_EVERY_S = 30.0  # a running backfill's report is saved this often (`status` shows it)
 CATALOG = "bundle catalog"  # the source name of the bundle's own rows in failures and logs
 
@@ -237,7 +240,9 @@ def _pipeline(settings: BackfillSettings, work: Plan, pool: Pool) -> ray.data.Da
     """Work rows of the bundle's catalog, then of every export, through one actor pool.
 
     The catalog's rows 0..N-1 come a few batches per block, so the rows of a batch stay
-    contiguous and an actor reads their vectors back in one range."""
+    contiguous and an actor reads their vectors back in one range. Exports are cut into
+    blocks of BLOCK_BYTES (Ray Data would read a file as one block)."""
+    ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
     n = work.bundle.manifest.n_items
     blocks = max(1, math.ceil(n / (4 * settings.batch_size)))
     rows = ray.data.range(n, override_num_blocks=blocks).map_batches(

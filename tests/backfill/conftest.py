@@ -25,10 +25,11 @@ from tests.service.tiny_encoder import WORDS
 MakeSettings = Callable[..., BackfillSettings]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_address() -> Iterator[str]:
-    """A local Ray of 2 CPUs for every test that runs a backfill; its address lets a
-    `python -m backfill` subprocess join it instead of starting its own."""
+    """A local Ray of 2 CPUs for every test here that runs a backfill, stopped after the
+    last of them; its address lets a `python -m backfill` subprocess join it instead of
+    starting its own."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield ray.get_runtime_context().gcs_address

@@ -25,9 +25,10 @@ from backfill.rows import CATALOG_SOURCE, Answer, Columns
 from backfill.source import raw_item
 from runtime import DecodeError, Engine, EngineOptions, InputLimits, Prepared
 from store import StoreSettings, open_store
+from store.base import ID_PATTERN
 
 # docs/store.md: an item id is 1..128 characters of [A-Za-z0-9_.:-] (the service refuses others).
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+ID = re.compile(ID_PATTERN)
 
 
 class Encoder:
@@ -67,7 +68,7 @@ class Encoder:
         """Positions of well-formed ids; the others fail (field `id`)."""
         valid = []
         for i, item_id in enumerate(ids):
-            if ID_PATTERN.fullmatch(item_id):
+            if ID.fullmatch(item_id):
                 valid.append(i)
             else:
                 answer.failed(i, "id", "1..128 characters of [A-Za-z0-9_.:-] expected")

@@ -77,8 +77,17 @@ async def activate(
 
 
 async def retire(store: Store, settings: BackfillSettings, version: str) -> int:
-    """Delete a version's keys at most `max_keys_per_s`; answers how many. The store refuses
-    the active version and a staged one (LifecycleError)."""
-    return await store.retire(
+    """Retire a version and delete its keys at most `max_keys_per_s`; answers how many. The
+    store refuses the active version and a staged one (LifecycleError).
+
+    The store marks it retired before it deletes, but a pod may still have been writing an
+    upload to it: once every pod has dropped it and `retire_grace_s` (a request's deadline)
+    has passed, a second sweep deletes what such a write left."""
+    deleted = await store.retire(
+        version, batch=settings.retire_batch, max_keys_per_s=settings.max_keys_per_s
+    )
+    await wait_for_pods(store, lambda pod: version not in pod.written, settings.wait_pods_s)
+    await asyncio.sleep(settings.retire_grace_s)
+    return deleted + await store.retire(
         version, batch=settings.retire_batch, max_keys_per_s=settings.max_keys_per_s
     )

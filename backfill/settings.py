@@ -77,6 +77,12 @@ class BackfillSettings(StoreSettings):
         64, ge=0, description="stored values `activate` computes again and compares"
     )
     retire_batch: int = Field(1000, ge=1, description="keys deleted per step by `retire`")
+    retire_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="`retire` sweeps the version's keys again this long after every pod "
+        "dropped it (a write in flight may land meanwhile; the service's request deadline)",
+    )
     max_keys_per_s: float = Field(
         50_000.0, gt=0, description="most keys `retire` deletes per second"
     )

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+from store.base import ID_PATTERN
+
 ItemId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 

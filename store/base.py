@@ -17,6 +17,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+# An item id: what the API accepts and the backfill writes. Keys embed it as it is.
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
 FORMAT = 1  # first byte of every value; bumped if the layout ever changes
 _HEADER = struct.Struct("<BBHI")  # format, L, K, suffix
 
@@ -264,7 +267,7 @@ def seed_counters(catalog: Catalog) -> dict[str, int]:
 def check_promotable(lifecycle: Lifecycle, version: str) -> None:
     info = lifecycle.versions.get(version)
     if info is not None and info.state == "retired":
-        raise LifecycleError(f"version {version} is retired: its keys are gone; backfill it again")
+        raise LifecycleError(f"version {version} is retired: its keys are gone; build a new bundle")
 
 
 def check_retirable(lifecycle: Lifecycle, version: str) -> VersionInfo | None:
@@ -312,9 +315,10 @@ class Store(ABC):
 
     @abstractmethod
     async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
-        """Delete every key of `version` in batches, at most `max_keys_per_s`, and mark it
-        retired; answers the keys deleted. Refuses (LifecycleError) the active version and a
-        staged one."""
+        """Mark `version` retired (announced: service processes stop writing it), then delete
+        its keys in batches, at most `max_keys_per_s`; answers the keys deleted. Refuses
+        (LifecycleError) the active version and a staged one. Retiring a retired version
+        again deletes what a write in flight at the first call left behind."""
 
     @abstractmethod
     async def lifecycle(self) -> Lifecycle: ...

@@ -175,6 +175,9 @@ class RedisStore(Store):
     async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
         lifecycle = await self.lifecycle()
         info = check_retirable(lifecycle, version)
+        # Marked (and announced) first: service processes stop writing it before its keys go.
+        await self._set_state(version, "retired", info.bundle if info else "")
+        self._catalogs.pop(version, None)
         deleted = 0
         keys: list[bytes] = []
         scan = self._redis.scan_iter(match=self.keys.of_version(version), count=batch)
@@ -188,8 +191,6 @@ class RedisStore(Store):
                 deleted += await self._unlink(keys, max_keys_per_s)
         except (TimeoutError, RedisError, OSError) as err:
             raise StoreError(f"redis SCAN {version}: {type(err).__name__}: {err}") from err
-        self._catalogs.pop(version, None)
-        await self._set_state(version, "retired", info.bundle if info else "")
         log.info("store: version %s retired, %d keys deleted", version, deleted)
         return deleted
 

@@ -168,6 +168,10 @@ class SqliteStore(Store):
 
     async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
         info = check_retirable(await self.lifecycle(), version)
+        bundle = info.bundle if info is not None else ""
+        # Marked first: service processes stop writing it before its rows go.
+        retired = partial(_set_state, version=version, state="retired", bundle=bundle)
+        await self._run("retire", retired)
         deleted = 0
         for table in VERSION_TABLES:
             while True:
@@ -178,10 +182,6 @@ class SqliteStore(Store):
                 if n < batch:
                     break
                 await asyncio.sleep(max(0.0, n / max_keys_per_s - (time.perf_counter() - start)))
-        bundle = info.bundle if info is not None else ""
-        await self._run(
-            "retire", partial(_set_state, version=version, state="retired", bundle=bundle)
-        )
         return deleted
 
     async def lifecycle(self) -> Lifecycle:

@@ -14,9 +14,10 @@ from service.deps import EngineDep, ReadAuth, StateDep, WriteAuth
 from service.errors import InvalidInputError, ItemRef, NotFoundError
 from service.prepare import prepare_all
 from service.routes.reads import read_codes
-from service.schemas import ID_PATTERN, Codes, ItemBody, ItemIn, ItemsIn, ItemsOut
+from service.schemas import Codes, ItemBody, ItemIn, ItemsIn, ItemsOut
 from service.state import AppState
 from store import StoredCodes
+from store.base import ID_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["items"])
 

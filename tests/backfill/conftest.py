@@ -116,6 +116,7 @@ def store_env(settings: BackfillSettings) -> dict[str, str]:
     env = {
         "QARM_SQLITE_PATH": str(settings.sqlite_path),
         "QARM_REDIS_PREFIX": settings.redis_prefix,
+        "QARM_RETIRE_GRACE_S": "0",
     }
     if settings.redis_url is not None:
         env["QARM_REDIS_URL"] = settings.redis_url.get_secret_value()

@@ -19,19 +19,15 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from backfill.errors import SourceError
 from backfill.report import Report
 from backfill.source import count_rows, read_ids, read_items
-from codebooks.vq import catalog_vectors
 from runtime import DecodeError, Engine, Prepared
-from runtime.engine import Float32Array
 from store import Store, StoredCodes
 from store.base import VersionState
 
 SHOWN = 10  # ids named per problem
-TIE = 1e-5  # VQ neighbours whose inner products differ by less are tied
 CHUNK = 1000  # ids per store read
 
 T = TypeVar("T")
@@ -202,8 +198,7 @@ async def _catalog_differences(
             tuple(encoded.rq[0].tolist()),
             int(suffixes[0]),
         )
-        query = catalog_vectors(engine.bundle.vq_index, row, row + 1)[0]
-        if (found := _difference(engine, value, expected, query)) is not None:
+        if (found := _difference(value, expected)) is not None:
             differ.append(found)
     return differ, sum(value is not None for value in stored)
 
@@ -228,62 +223,25 @@ async def _source_differences(
         kept.append(value)
     if prepared:
         encoded = engine.encode(prepared)
-        queries = _embeddings(engine, prepared)
         for i, value in enumerate(kept):
             vq, rq = tuple(encoded.vq[i].tolist()), tuple(encoded.rq[i].tolist())
             expected = StoredCodes(value.item_id, vq, rq, value.suffix)
-            if (found := _difference(engine, value, expected, queries[i])) is not None:
+            if (found := _difference(value, expected)) is not None:
                 differ.append(found)
     return differ, sum(value is not None for value in stored)
 
 
-def _difference(
-    engine: Engine, stored: StoredCodes, expected: StoredCodes, query: Float32Array
-) -> str | None:
-    """How `stored` differs from `expected` (None: it does not). VQ codes are the same when
-    they score the same, position by position, up to TIE: faiss rounds differently in a
-    batch of one than in a batch of many, so near-tied neighbours may come in either order
-    (about 1 item in 1000 in a 100k catalog); RQ codes and suffixes must be equal."""
-    fields = [f for f in ("rq", "suffix") if getattr(stored, f) != getattr(expected, f)]
-    if not _same_neighbours(engine, query, stored.vq, expected.vq):
-        fields.insert(0, "vq")
+def _difference(stored: StoredCodes, expected: StoredCodes) -> str | None:
+    """How `stored` differs from `expected` (None: it does not). Codes do not depend on the
+    batch they were computed in (the quantizer ranks VQ neighbours in float64), so every
+    field must be equal."""
+    fields = [f for f in ("vq", "rq", "suffix") if getattr(stored, f) != getattr(expected, f)]
     if not fields:
         return None
     shown = ", ".join(
         f"{f} {getattr(stored, f)} stored, {getattr(expected, f)} expected" for f in fields
     )
     return f"{stored.item_id} ({shown})"
-
-
-def _same_neighbours(
-    engine: Engine, query: Float32Array, stored: tuple[int, ...], expected: tuple[int, ...]
-) -> bool:
-    if stored == expected:
-        return True
-    if len(stored) != len(expected) or len(set(stored)) != len(stored):
-        return False
-    if not all(0 <= i < len(engine.bundle.item_ids) for i in stored):
-        return False
-    q = query.astype(np.float64) / np.linalg.norm(query)
-    index = engine.bundle.vq_index
-
-    def scores(rows: tuple[int, ...]) -> npt.NDArray[np.float64]:
-        return np.array([catalog_vectors(index, r, r + 1)[0].astype(np.float64) @ q for r in rows])
-
-    return bool(np.allclose(scores(stored), scores(expected), rtol=0.0, atol=TIE))
-
-
-def _embeddings(engine: Engine, prepared: list[Prepared]) -> Float32Array:
-    """The vectors the quantizer was given for `prepared` (B, d): sent, or the encoder's."""
-    out = np.empty((len(prepared), engine.dim), dtype=np.float32)
-    contents = [(i, p.content) for i, p in enumerate(prepared) if p.content is not None]
-    for i, p in enumerate(prepared):
-        if p.embedding is not None:
-            out[i] = p.embedding
-    if contents:
-        assert engine.encoder is not None  # prepare() refuses content without an encoder
-        out[[i for i, _ in contents]] = engine.encoder.run([c for _, c in contents])
-    return out
 
 
 def _rows_or_none(source: str) -> int | None:

@@ -12,7 +12,10 @@ from codebooks.bundle import Bundle
 from codebooks.device import GpuMode, to_gpu, use_gpu
 from codebooks.embeddings import checked
 from codebooks.rq import Int32Array, rq_encode
-from codebooks.vq import search, search_exhaustively
+from codebooks.vq import ensure_direct_map, rerank, search, search_exhaustively
+
+# Candidates beyond K scored again in float64: float32's error reorders only near-ties.
+RERANK_EXTRA = 8
 
 
 class Quantizer:
@@ -27,6 +30,7 @@ class Quantizer:
         self.on_gpu = use_gpu(gpu)
         self._index: Any = to_gpu(bundle.vq_index) if self.on_gpu else bundle.vq_index
         self._lock: AbstractContextManager[Any] = threading.Lock() if self.on_gpu else nullcontext()
+        ensure_direct_map(bundle.vq_index)  # rerank reads candidate rows back
 
     @property
     def dim(self) -> int:
@@ -50,13 +54,17 @@ class Quantizer:
         Rows are L2-normalised first. Refuses (EmbeddingError, naming the row) a wrong shape or
         dtype, NaN/inf, or a zero-norm row. A catalog item's own row is its nearest VQ row.
         Every code is a real row: where an IVF index's probed lists hold fewer than K items,
-        the row is searched again over all lists.
+        the row is searched again over all lists. The K are the float64 best of the float32
+        search's K + RERANK_EXTRA (ties to the lower row), so a code does not depend on the
+        batch it came in (faiss scores a batch with BLAS, a lone row without).
         """
         x = checked(embeddings, self.dim)
+        wanted = min(self.k + RERANK_EXTRA, self.bundle.manifest.n_items)
         with self._lock:
-            vq = search(self._index, x, self.k)
-            short = np.flatnonzero((vq < 0).any(axis=1))
+            found = search(self._index, x, wanted)
+            short = np.flatnonzero((found[:, : self.k] < 0).any(axis=1))
             if len(short):  # the probed IVF lists held fewer than K items: probe them all
-                vq[short] = search_exhaustively(self._index, x[short], self.k)
+                found[short] = search_exhaustively(self._index, x[short], wanted)
+        vq = rerank(self.bundle.vq_index, x, found, self.k)
         rq = rq_encode(x, self.bundle.rq).codes
         return vq, rq

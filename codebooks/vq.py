@@ -144,10 +144,29 @@ def recall_at_k(found: Int32Array, truth: Int32Array) -> float:
     return float(hits / (len(truth) * k))
 
 
-def catalog_vectors(index: Any, start: int, stop: int) -> Float32Array:
-    """Rows start..stop-1 of the VQ codebook, (stop - start)-by-d float32, read back from the
-    index (an IVF index gets a direct map on first use: build it on a private copy)."""
+def ensure_direct_map(index: Any) -> None:
+    """Let an IVF index read rows back by id (a flat index always can). Not thread-safe:
+    call it before the index is shared."""
     if getattr(index, "nlist", None) is not None and index.direct_map.type == 0:
         faiss.extract_index_ivf(index).make_direct_map()
+
+
+def catalog_vectors(index: Any, start: int, stop: int) -> Float32Array:
+    """Rows start..stop-1 of the VQ codebook, (stop - start)-by-d float32, read back from the
+    index (see `ensure_direct_map`)."""
+    ensure_direct_map(index)
     out: Float32Array = index.reconstruct_n(start, stop - start)
+    return out
+
+
+def rerank(index: Any, queries: Float32Array, found: Int32Array, k: int) -> Int32Array:
+    """B-by-m candidate rows (-1: none) -> B-by-k int32, best first by inner product computed
+    in float64 over the rows read back from `index`; ties go to the lower row."""
+    valid = found >= 0
+    vectors = np.zeros((*found.shape, queries.shape[1]), dtype=np.float64)
+    vectors[valid] = index.reconstruct_batch(found[valid].astype(np.int64))
+    scores = np.einsum("bmd,bd->bm", vectors, queries.astype(np.float64))
+    scores[~valid] = -np.inf
+    order = np.lexsort((np.where(valid, found, np.iinfo(np.int32).max), -scores), axis=1)
+    out: Int32Array = np.take_along_axis(found, order[:, :k], axis=1).astype(np.int32)
     return out

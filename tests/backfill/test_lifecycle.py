@@ -7,22 +7,18 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 
 from backfill.__main__ import main
-from backfill.coverage import _same_neighbours, report_problems
+from backfill.coverage import report_problems
 from backfill.errors import CoverageError, Exit, VersionError
 from backfill.lifecycle import activate
 from backfill.pods import serves, wait_for_pods, writes_to
 from backfill.report import Report, RowFailure
-from codebooks.build import BuildConfig, build
-from codebooks.synthetic import clustered_embeddings
 from runtime import Engine, RawItem
 from store import NewCodes, PodInfo, SqliteStore, Store
 from tests.backfill.conftest import MakeSettings, backfill, store_env
-from tests.service.conftest import DIM
 
 pytestmark = pytest.mark.anyio
 
@@ -152,19 +148,3 @@ async def test_waiting_for_pods_to_follow(tmp_path: Path) -> None:
         assert (await wait_for_pods(store, serves("v2"), timeout_s=0.2)).lagging == ["pod-1"]
     finally:
         await store.close()
-
-
-def test_tied_vq_neighbours_may_come_in_either_order(tmp_path: Path) -> None:
-    """Rows 0 and 1 hold the same vector: for it, they tie at the top of every VQ code."""
-    catalog = clustered_embeddings(300, DIM, groups=3, subgroups=2, seed=5)
-    catalog.embeddings[1] = catalog.embeddings[0]
-    config = BuildConfig(k=5, levels=2, centroids=4, niter=3, train_items=300, seed=5, gpu="off")
-    engine = Engine.load(build(catalog.ids, catalog.embeddings, config, tmp_path))
-    query = catalog.embeddings[0] / np.linalg.norm(catalog.embeddings[0])
-    vq, _ = engine.quantizer.encode(query[None, :])
-    found = tuple(vq[0].tolist())
-    assert set(found[:2]) == {0, 1}
-    swapped = (found[1], found[0], *found[2:])
-    assert _same_neighbours(engine, query, swapped, found)
-    assert not _same_neighbours(engine, query, (*found[:4], found[4] + 1), found)
-    assert not _same_neighbours(engine, query, (found[2], found[1], found[0], *found[3:]), found)

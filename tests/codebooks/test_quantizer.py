@@ -117,3 +117,41 @@ def test_huge_but_finite_rows_are_normalised_not_zeroed(
     x = embedded.embeddings[:3].copy()
     huge = x * np.float32(1e30)  # float32 norms of these overflow to inf
     np.testing.assert_array_equal(quantizer.encode(huge)[1], quantizer.encode(x)[1])
+
+
+def exact_top_k(catalog: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """The slow, obvious reference: float64 inner products, best first, ties to the lower row."""
+    q = queries.astype(np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    scores = q @ catalog.astype(np.float64).T
+    rows = np.arange(catalog.shape[0])
+    return np.array([np.lexsort((rows, -s))[:k] for s in scores], dtype=np.int32)
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.lists(st.integers(0, 2999), min_size=1, max_size=64), noise=st.floats(0.0, 0.3))
+def test_vq_codes_do_not_depend_on_the_batch(
+    quantizer: Quantizer, embedded: SyntheticEmbeddings, rows: list[int], noise: float
+) -> None:
+    rng = np.random.default_rng(len(rows))
+    x = embedded.embeddings[rows] + noise * rng.standard_normal((len(rows), 16)).astype(np.float32)
+    together, _ = quantizer.encode(x)
+    alone = np.concatenate([quantizer.encode(x[i : i + 1])[0] for i in range(len(rows))])
+    np.testing.assert_array_equal(together, alone)
+    catalog = quantizer.bundle.vq_index.reconstruct_n(0, quantizer.bundle.manifest.n_items)
+    np.testing.assert_array_equal(together, exact_top_k(catalog, x, quantizer.k))
+
+
+def test_tied_neighbours_come_lowest_row_first(tmp_path: Path) -> None:
+    """Rows with equal scores (here: the same vector four times) are ordered by row, whatever
+    order faiss's heap leaves them in, so a code is one well-defined answer."""
+    base = clustered_embeddings(200, 16, groups=4, subgroups=2, seed=5)
+    ids = np.array([f"i{n}" for n in range(800)])
+    config = BuildConfig(k=6, levels=2, centroids=8, niter=5, train_items=800, gpu="off")
+    bundle = load_bundle(build(ids, np.repeat(base.embeddings, 4, axis=0), config, tmp_path))
+    quantizer = Quantizer(bundle, gpu="off")
+    x = base.embeddings[:50]
+    vq, _ = quantizer.encode(x)
+    catalog = bundle.vq_index.reconstruct_n(0, 800)
+    np.testing.assert_array_equal(vq, exact_top_k(catalog, x, 6))
+    assert (vq[:, :4] == 4 * np.arange(50)[:, None] + np.arange(4)).all()

@@ -11,7 +11,10 @@ ARTIFACTS ?= artifacts
 DEMO_DATA ?= data/demo
 DEMO_ITEMS ?= 50000
 
-.PHONY: help install install-train redis test lint format demo demo-codebooks bench bench-codebooks clean
+# $(call latest,DIR): the newest bundle folder under DIR (versions sort by their build time)
+latest = $$(ls -d $(1)/*/ | sort | tail -n 1)
+
+.PHONY: help install install-backfill install-train redis test lint format demo demo-codebooks bench bench-codebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,8 +27,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## make .venv with the service and dev tools (no torch)
 
+$(VENV)/.installed-backfill: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[serve,dev,backfill]'
+	@touch $@
+
+install-backfill: $(VENV)/.installed-backfill ## add Ray Data (the backfill) to .venv
+
 # torch is pinned first: the CPU wheel lies on these machines, a bare `torch` pulls GBs of CUDA.
-$(VENV)/.installed-train: $(VENV)/.installed
+$(VENV)/.installed-train: $(VENV)/.installed-backfill
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[train,serve,dev,backfill]'
 	@touch $@
@@ -63,14 +72,25 @@ format: $(VENV)/.installed ## apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-demo: artifacts ## the main job: align an encoder, build a bundle, serve it on SQLite, post items, print codes
-	$(PY) -m service.demo --artifacts $(ARTIFACTS) --store $(DEMO_DATA)/qarm-store.sqlite3
+demo: artifacts ## the main job: align an encoder, build a bundle, backfill its catalog, serve it on SQLite, post items, print codes
+	$(MAKE) --no-print-directory demo-serve
 
-demo-codebooks: $(VENV)/.installed ## quick look without torch: codebooks from $(DEMO_ITEMS) synthetic embeddings, served
+# The demo store starts empty each time; the newest bundle's catalog gets its codes from the
+# backfill (local Ray), the version is activated, and the service follows it.
+DEMO_STORE ?= $(DEMO_DATA)/qarm-store.sqlite3
+DEMO_ENV = env -u QARM_REDIS_URL QARM_SQLITE_PATH=$(DEMO_STORE)
+.PHONY: demo-serve
+demo-serve: $(VENV)/.installed-backfill
+	rm -f $(DEMO_STORE) $(DEMO_STORE)-wal $(DEMO_STORE)-shm
+	$(DEMO_ENV) $(PY) -m backfill run --bundle "$(call latest,$(ARTIFACTS))"
+	$(DEMO_ENV) $(PY) -m backfill activate "$$(basename $(call latest,$(ARTIFACTS)))"
+	$(PY) -m service.demo --artifacts $(ARTIFACTS) --store $(DEMO_STORE)
+
+demo-codebooks: $(VENV)/.installed-backfill ## quick look without torch: codebooks from $(DEMO_ITEMS) synthetic embeddings, backfilled, served
 	$(PY) -m codebooks synth --n $(DEMO_ITEMS) --out $(DEMO_DATA)
 	$(PY) -m codebooks build --embeddings $(DEMO_DATA)/embeddings.npy --ids $(DEMO_DATA)/ids.npy --out $(ARTIFACTS)
 	$(PY) -m codebooks inspect "$$(ls -d $(ARTIFACTS)/*/ | sort | tail -n 1)"
-	$(PY) -m service.demo --artifacts $(ARTIFACTS) --store $(DEMO_DATA)/qarm-store.sqlite3
+	$(MAKE) --no-print-directory demo-serve
 
 bench: bench-codebooks bench-models bench-service ## every benchmark (tables on stdout, JSON under bench/results/)
 
@@ -118,9 +138,10 @@ bench-service: redis ## service throughput and latency vs raw encoder+quantizer 
 	$(PY) -m bench.service --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/14 --items $(QARM_BENCH_ITEMS)
 
 # --- shipping: Docker image lint, helm chart tests, load test ---
-.PHONY: promtool loadtest
+.PHONY: promtool loadtest loadtest-rollout
 LOADTEST_TIME ?= 60
 LOADTEST_USERS ?= 8
+LOADTEST_ROLLOUT_TIME ?= 90
 
 promtool: ## install promtool (Debian's prometheus package) unless it is on PATH
 	@if command -v promtool >/dev/null; then \
@@ -142,6 +163,9 @@ $(VENV)/.installed-loadtest: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[serve,dev,loadtest]'
 	@touch $@
 
+loadtest-rollout: redis $(VENV)/.installed-loadtest $(VENV)/.installed-backfill ## a new bundle goes live under locust load (2 processes): failed requests, switch seconds, every write under the new version
+	$(PY) -m loadtest.rollout --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/13 --time $(LOADTEST_ROLLOUT_TIME)
+
 loadtest: redis $(VENV)/.installed-loadtest ## locust vs a local service (LOADTEST_TIME=60 s), then read every acknowledged write back
 	$(PY) -m loadtest.run --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/13 --time $(LOADTEST_TIME) --users $(LOADTEST_USERS)
 
@@ -159,7 +183,6 @@ EVAL_SEEDS ?= 3
 EVAL_ABLATION_SEEDS ?= 1
 EVAL_SYNTHETIC_EVENTS ?= 100000
 EVAL_PIPELINE = $(PY) -m models pipeline --holdout $(EVAL_HOLDOUT) --no-int8
-latest = $$(ls -d $(1)/*/ | sort | tail -n 1)
 
 eval: $(VENV)/.installed-train data ## MovieLens-100k: evaluation bundles, every ranking variant x $(EVAL_SEEDS) seeds, cold start, ablations -> docs/results.md
 	$(EVAL_PIPELINE) --data movielens --data-dir $(MODELS_DATA) --out $(EVAL_DIR)/movielens/aligned --report-dir $(EVAL_DIR)/movielens/runs-aligned

@@ -14,7 +14,7 @@ DEMO_ITEMS ?= 50000
 # $(call latest,DIR): the newest bundle folder under DIR (versions sort by their build time)
 latest = $$(ls -d $(1)/*/ | sort | tail -n 1)
 
-.PHONY: help install install-backfill install-train redis test lint format demo demo-codebooks bench bench-codebooks clean
+.PHONY: help install install-backfill install-train redis test lint format demo demo-codebooks bench bench-codebooks bench-backfill clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ demo-codebooks: $(VENV)/.installed-backfill ## quick look without torch: codeboo
 	$(MAKE) --no-print-directory demo-serve
 
 bench: bench-codebooks bench-models bench-service ## every benchmark (tables on stdout, JSON under bench/results/)
+
+bench-backfill: redis $(VENV)/.installed-train ## the backfill on Ray Data vs a plain loop: 1M embeddings, 20k texts through the real encoder (make artifacts first)
+	$(PY) -m bench.backfill --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/14
 
 bench-codebooks: $(VENV)/.installed ## codebook build time, encode throughput and recall at 100k and 1M items
 	$(PY) -m bench.codebooks

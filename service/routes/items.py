@@ -82,7 +82,11 @@ async def get_codes(item_id: PathId, state: StateDep, engine: EngineDep) -> Resp
 async def encode(state: AppState, engine: Engine, items: list[ItemIn]) -> list[StoredCodes]:
     """Decode every item (all or nothing, in the decode pool), then batch-encode and store,
     under `engine`'s version and under every version uploads are also written to (staged,
-    previous); answers `engine`'s records once every version has them."""
+    previous); answers `engine`'s records.
+
+    The other versions are written first, the active one last: a request that fails or whose
+    caller leaves half-way leaves an item in a staged version at most, never in the active
+    version alone, so a staged version always covers the active one."""
     loop = asyncio.get_running_loop()
     targets = [engine, *(e for v, e in state.written.items() if v != engine.version)]
     start = time.perf_counter()
@@ -93,7 +97,6 @@ async def encode(state: AppState, engine: Engine, items: list[ItemIn]) -> list[S
         ]
     state.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
     timeout = state.settings.request_timeout_s
-    records = await asyncio.gather(
-        *(state.batcher.submit(t, p, timeout) for t, p in zip(targets, prepared, strict=True))
-    )
-    return records[0]
+    others = zip(targets[1:], prepared[1:], strict=True)
+    await asyncio.gather(*(state.batcher.submit(t, p, timeout) for t, p in others))
+    return await state.batcher.submit(engine, prepared[0], timeout)

@@ -107,10 +107,4 @@ class BackfillSettings(StoreSettings):
         )
 
     def input_limits(self) -> InputLimits:
-        return InputLimits(
-            max_text_chars=self.max_text_chars,
-            max_image_bytes=self.max_image_bytes,
-            max_image_pixels=self.max_image_pixels,
-            max_audio_bytes=self.max_audio_bytes,
-            max_audio_s=self.max_audio_s,
-        )
+        return InputLimits.of(self)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +48,11 @@ class InputLimits:
     max_image_pixels: int = 25_000_000
     max_audio_bytes: int = 20 << 20
     max_audio_s: float = 60.0
+
+    @classmethod
+    def of(cls, settings: object) -> InputLimits:
+        """The limits from a settings object with fields of the same names."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -136,13 +136,7 @@ class Settings(StoreSettings):
         )
 
     def input_limits(self) -> InputLimits:
-        return InputLimits(
-            max_text_chars=self.max_text_chars,
-            max_image_bytes=self.max_image_bytes,
-            max_image_pixels=self.max_image_pixels,
-            max_audio_bytes=self.max_audio_bytes,
-            max_audio_s=self.max_audio_s,
-        )
+        return InputLimits.of(self)
 
     def version_path(self, version: str, registered: str) -> Path:
         """Where this process finds the bundle of `version`: `artifacts/<version>`, else the

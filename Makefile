@@ -144,7 +144,7 @@ bench-service: redis ## service throughput and latency vs raw encoder+quantizer 
 .PHONY: promtool loadtest loadtest-rollout
 LOADTEST_TIME ?= 60
 LOADTEST_USERS ?= 8
-LOADTEST_ROLLOUT_TIME ?= 90
+LOADTEST_ROLLOUT_TIME ?= 150
 
 promtool: ## install promtool (Debian's prometheus package) unless it is on PATH
 	@if command -v promtool >/dev/null; then \

@@ -136,7 +136,7 @@ def missing_under(r: redis.Redis, prefix: str, version: str, ids: list[str]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.rollout", description=__doc__)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
-    parser.add_argument("--time", type=int, default=90, help="seconds of load")
+    parser.add_argument("--time", type=int, default=150, help="seconds of load")
     parser.add_argument("--users", type=int, default=4, help="locust users per process")
     parser.add_argument("--known", type=int, default=1024, help="items posted before the run")
     parser.add_argument("--catalog", type=int, default=20000, help="items of the demo bundles")

@@ -62,10 +62,11 @@ redis: $(VENV)/.installed ## start a throwaway Redis on $(REDIS_HOST):$(REDIS_PO
 test: redis $(VENV)/.installed-train ## run the test suite (starts Redis if none answers)
 	QARM_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT)/15 $(PY) -m pytest
 
-lint: $(VENV)/.installed-loadtest ## ruff, mypy and hadolint
+lint: $(VENV)/.installed-loadtest ## ruff, mypy, import-linter (the floors) and hadolint
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 
 format: $(VENV)/.installed ## apply ruff's fixes and formatting

@@ -36,14 +36,16 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 # Dependencies first (they change rarely): the package's own code is stubbed for this layer.
 COPY pyproject.toml README.md ./
-RUN mkdir -p codebooks service \
-    && touch codebooks/__init__.py service/__init__.py \
+RUN mkdir -p codebooks runtime store service \
+    && touch codebooks/__init__.py runtime/__init__.py store/__init__.py service/__init__.py \
     && /opt/venv/bin/pip install ".[serve]"
 # Then the code: only the rooms the service stands on (no models/, no torch).
 COPY codebooks ./codebooks
+COPY runtime ./runtime
+COPY store ./store
 COPY service ./service
 RUN /opt/venv/bin/pip install --no-deps --force-reinstall . \
-    && /opt/venv/bin/python -c "import service.app, codebooks, onnxruntime, faiss"
+    && /opt/venv/bin/python -c "import service.app, codebooks, runtime, store, onnxruntime, faiss"
 
 # ---------------------------------------------------------------- GPU: build the venv
 FROM ${CUDA_IMAGE} AS gpu-builder
@@ -56,10 +58,12 @@ RUN apt-get update \
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml README.md ./
-RUN mkdir -p codebooks service \
-    && touch codebooks/__init__.py service/__init__.py \
+RUN mkdir -p codebooks runtime store service \
+    && touch codebooks/__init__.py runtime/__init__.py store/__init__.py service/__init__.py \
     && /opt/venv/bin/pip install ".[gpu]"
 COPY codebooks ./codebooks
+COPY runtime ./runtime
+COPY store ./store
 COPY service ./service
 RUN /opt/venv/bin/pip install --no-deps --force-reinstall .
 

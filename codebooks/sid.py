@@ -7,6 +7,8 @@ catalog row order: 0 for the first item of a tuple, 1 for the next, and so on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from codebooks.metrics import tuple_keys
@@ -26,6 +28,13 @@ def assign_suffixes(codes: Int32Array) -> Int32Array:
     return suffix
 
 
-def format_sid(codes: Int32Array, suffix: int) -> str:
-    """The text form used in APIs and exports: the L codes and the suffix joined by '-'."""
-    return "-".join(str(int(c)) for c in codes) + f"-{suffix}"
+def codes_key(codes: Iterable[int] | Int32Array) -> str:
+    """RQ codes (a full tuple or a prefix) as text, in decimal without leading zeros joined
+    by '-' (`12-0-255`): how the API, the exports and the store's keys write them."""
+    return "-".join(str(int(c)) for c in codes)
+
+
+def format_sid(codes: Iterable[int] | Int32Array, suffix: int) -> str:
+    """The text form used in APIs, exports and the store: the L codes and the suffix joined
+    by '-'."""
+    return f"{codes_key(codes)}-{int(suffix)}"

@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from codebooks.sid import codes_key, format_sid
+
 # An item id: what the API accepts and the backfill writes. Keys embed it as it is.
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
@@ -35,7 +37,7 @@ class StoredCodes:
 
     @property
     def sid(self) -> str:
-        return sid_of(self.rq, self.suffix)
+        return format_sid(self.rq, self.suffix)
 
 
 @dataclass(frozen=True)
@@ -141,15 +143,6 @@ class Watch(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
-
-
-def codes_key(codes: Sequence[int]) -> str:
-    """RQ codes (a full tuple or a prefix) as they appear in keys: `12-0-255`."""
-    return "-".join(str(int(c)) for c in codes)
-
-
-def sid_of(rq: Sequence[int], suffix: int) -> str:
-    return f"{codes_key(rq)}-{suffix}"
 
 
 def encode_value(codes: StoredCodes) -> bytes:

@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from codebooks.sid import codes_key, format_sid
 from store.base import (
     Catalog,
     Lifecycle,
@@ -36,7 +37,6 @@ from store.base import (
     Watch,
     check_promotable,
     check_retirable,
-    codes_key,
     decode_value,
     encode_value,
     final_writes,
@@ -44,7 +44,6 @@ from store.base import (
     prefixes,
     resolve,
     seed_counters,
-    sid_of,
     stale_prefixes,
 )
 
@@ -371,7 +370,7 @@ def _seed_commands(
             catalog.sid_suffix.tolist(),
             strict=True,
         ):
-            sid_key = k.sid(version, sid_of(rq, suffix))
+            sid_key = k.sid(version, format_sid(rq, suffix))
             commands.append(("set", (sid_key, item_id, None, None, True)))
             for p in prefixes(tuple(rq)):
                 commands.append(("zadd", (k.prefix_set(version, p), {item_id: 0})))

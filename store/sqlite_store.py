@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from codebooks.sid import codes_key, format_sid
 from store.base import (
     Catalog,
     Lifecycle,
@@ -31,7 +32,6 @@ from store.base import (
     Watch,
     check_promotable,
     check_retirable,
-    codes_key,
     decode_value,
     encode_value,
     final_writes,
@@ -39,7 +39,6 @@ from store.base import (
     prefixes,
     resolve,
     seed_counters,
-    sid_of,
     stale_prefixes,
 )
 
@@ -420,7 +419,7 @@ def _seed_lookups(c: sqlite3.Connection, version: str, catalog: Catalog, rows: s
     )
     with _Transaction(c):
         for item_id, rq, suffix in items:
-            sid = sid_of(rq, suffix)
+            sid = format_sid(rq, suffix)
             c.execute("INSERT OR IGNORE INTO sids VALUES (?, ?, ?)", (version, sid, item_id))
             c.executemany(
                 "INSERT OR IGNORE INTO prefixes VALUES (?, ?, ?)",

@@ -6,6 +6,7 @@ import re
 
 from fastapi import APIRouter
 
+from codebooks.sid import codes_key
 from service.deps import EngineDep, ReadAuth, StateDep
 from service.errors import BadRequestError, NotFoundError
 from service.routes.reads import guarded
@@ -22,7 +23,7 @@ async def item_for_sid(sid: str, state: StateDep, engine: EngineDep) -> SidOut:
     levels = engine.levels
     if not SID.match(sid) or len(sid.split("-")) != levels + 1:
         raise BadRequestError(f"sid {sid!r}: expected {levels} RQ codes and a suffix joined by '-'")
-    sid = "-".join(str(int(part)) for part in sid.split("-"))  # as stored: no leading zeros
+    sid = codes_key(int(part) for part in sid.split("-"))  # as stored: no leading zeros
     item_id = await guarded(state, "sid", state.store.item_for_sid(engine.version, sid))
     if item_id is None:
         raise NotFoundError(f"no item has semantic ID {sid!r} under bundle {engine.version}")

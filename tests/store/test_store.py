@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import redis
 
+from codebooks.sid import format_sid
 from store import (
     Catalog,
     LifecycleError,
@@ -24,7 +25,7 @@ from store import (
     StoredCodes,
     StoreError,
 )
-from store.base import decode_value, sid_of
+from store.base import decode_value
 
 pytestmark = pytest.mark.anyio
 
@@ -250,7 +251,7 @@ async def test_sqlite_seeds_in_chunks_and_answers_between_them(tmp_path: Path) -
     assert await store.active_version() == "v2"
     for k in range(n):
         rq = tuple(int(c) for c in catalog.rq_codes[k])
-        assert await store.item_for_sid("v2", sid_of(rq, k)) == f"i{k}"
+        assert await store.item_for_sid("v2", format_sid(rq, k)) == f"i{k}"
         assert f"i{k}" in await store.items_for_prefix("v2", rq[:1], limit=n)
     await store.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import free_port, metric_value
+from tests.service.conftest import free_port, metric_value, wait_ready
 
 pytestmark = pytest.mark.anyio
 
@@ -37,15 +37,7 @@ async def test_sigterm_drains_accepted_requests(bundles: dict[str, Path], tmp_pa
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-            for _ in range(600):  # start-up: imports, bundle, warm-up
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("the service did not become ready")
+            await wait_ready(client, proc)
             posts = [
                 asyncio.create_task(
                     client.post("/v1/items", json={"items": [{"id": f"d{i}", "text": "cat"}]})

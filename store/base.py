@@ -285,7 +285,6 @@ class Store(ABC):
     @abstractmethod
     async def active_version(self) -> str | None: ...
 
-    @abstractmethod
     async def activate(
         self, version: str, catalog: Catalog, *, seed_lookups: bool, bundle: str = ""
     ) -> None:
@@ -294,24 +293,43 @@ class Store(ABC):
 
         The service's start on an empty store and `POST /admin/reload` use this; it checks no
         coverage. A catalog's own codes come from the backfill (`stage`, `write`, `promote`)."""
+        await self._seed_once(version, catalog, seed_lookups)
+        await self.promote(version, bundle)
 
-    @abstractmethod
     async def stage(self, version: str, bundle: str, catalog: Catalog) -> None:
         """Seed `version`'s suffix counters from its catalog (never lowering one) and register
         it as staged, then announce it. Refuses (LifecycleError) an active version."""
+        if (await self.lifecycle()).active == version:
+            raise LifecycleError(f"version {version} is active; only a new version is staged")
+        await self._seed_once(version, catalog, seed_lookups=False)
+        await self._set_state(version, "staged", bundle)
+
+    async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
+        """Mark `version` retired (announced: service processes stop writing it), then delete
+        its keys in batches, at most `max_keys_per_s`; answers the keys deleted. Refuses
+        (LifecycleError) the active version and a staged one. Retiring a retired version
+        again deletes what a write in flight at the first call left behind."""
+        info = check_retirable(await self.lifecycle(), version)
+        await self._set_state(version, "retired", info.bundle if info is not None else "")
+        return await self._delete_version(version, batch=batch, max_keys_per_s=max_keys_per_s)
+
+    @abstractmethod
+    async def _seed_once(self, version: str, catalog: Catalog, seed_lookups: bool) -> None:
+        """Seed the version unless it is seeded already (see `activate`)."""
+
+    @abstractmethod
+    async def _set_state(self, version: str, state: VersionState, bundle: str) -> None:
+        """Record the version's state in the registry and announce it (where the store can)."""
+
+    @abstractmethod
+    async def _delete_version(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
+        """Delete every key of `version`, `batch` at a time, rate-limited; answers how many."""
 
     @abstractmethod
     async def promote(self, version: str, bundle: str) -> str | None:
         """Point readers at `version` in one atomic step: `{P}:active`, the version active
         and the previous active one inactive in the registry; then announce. Answers the
         previous active version. The caller checks coverage first."""
-
-    @abstractmethod
-    async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
-        """Mark `version` retired (announced: service processes stop writing it), then delete
-        its keys in batches, at most `max_keys_per_s`; answers the keys deleted. Refuses
-        (LifecycleError) the active version and a staged one. Retiring a retired version
-        again deletes what a write in flight at the first call left behind."""
 
     @abstractmethod
     async def lifecycle(self) -> Lifecycle: ...

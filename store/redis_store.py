@@ -26,7 +26,6 @@ from codebooks.sid import codes_key, format_sid
 from store.base import (
     Catalog,
     Lifecycle,
-    LifecycleError,
     NewCodes,
     PodInfo,
     Store,
@@ -36,7 +35,6 @@ from store.base import (
     VersionState,
     Watch,
     check_promotable,
-    check_retirable,
     decode_value,
     encode_value,
     final_writes,
@@ -130,12 +128,6 @@ class RedisStore(Store):
         value = await self._call("GET active", self._redis.get(self.keys.active()))
         return value.decode() if value is not None else None
 
-    async def activate(
-        self, version: str, catalog: Catalog, *, seed_lookups: bool, bundle: str = ""
-    ) -> None:
-        await self._seed_once(version, catalog, seed_lookups)
-        await self.promote(version, bundle)
-
     async def _seed_once(self, version: str, catalog: Catalog, seed_lookups: bool) -> None:
         self._catalogs.pop(version, None)
         self._catalogs[version] = (catalog, seed_lookups)
@@ -143,13 +135,6 @@ class RedisStore(Store):
             del self._catalogs[old]
         if not await self._call("EXISTS seeded", self._redis.exists(self.keys.seeded(version))):
             await self._seed(version)
-
-    async def stage(self, version: str, bundle: str, catalog: Catalog) -> None:
-        lifecycle = await self.lifecycle()
-        if lifecycle.active == version:
-            raise LifecycleError(f"version {version} is active; only a new version is staged")
-        await self._seed_once(version, catalog, seed_lookups=False)
-        await self._set_state(version, "staged", bundle)
 
     async def promote(self, version: str, bundle: str) -> str | None:
         lifecycle = await self.lifecycle()
@@ -171,11 +156,7 @@ class RedisStore(Store):
         log.info("store: version %s active (was %s)", version, previous)
         return previous
 
-    async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
-        lifecycle = await self.lifecycle()
-        info = check_retirable(lifecycle, version)
-        # Marked (and announced) first: service processes stop writing it before its keys go.
-        await self._set_state(version, "retired", info.bundle if info else "")
+    async def _delete_version(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
         self._catalogs.pop(version, None)
         deleted = 0
         keys: list[bytes] = []

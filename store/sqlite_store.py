@@ -21,7 +21,6 @@ from codebooks.sid import codes_key, format_sid
 from store.base import (
     Catalog,
     Lifecycle,
-    LifecycleError,
     NewCodes,
     PodInfo,
     Store,
@@ -31,7 +30,6 @@ from store.base import (
     VersionState,
     Watch,
     check_promotable,
-    check_retirable,
     decode_value,
     encode_value,
     final_writes,
@@ -101,12 +99,6 @@ class SqliteStore(Store):
 
         return await self._run("active version", get)
 
-    async def activate(
-        self, version: str, catalog: Catalog, *, seed_lookups: bool, bundle: str = ""
-    ) -> None:
-        await self._seed_once(version, catalog, seed_lookups)
-        await self.promote(version, bundle)
-
     async def _seed_once(self, version: str, catalog: Catalog, seed_lookups: bool) -> None:
         """Seed the version's counters, then its lookups chunk by chunk (each chunk its own
         transaction, idempotent), then mark it seeded. A seed cut short is redone next time:
@@ -136,13 +128,8 @@ class SqliteStore(Store):
                 await self._run("seed", seed)
         await self._run("seed", finish)
 
-    async def stage(self, version: str, bundle: str, catalog: Catalog) -> None:
-        if (await self.lifecycle()).active == version:
-            raise LifecycleError(f"version {version} is active; only a new version is staged")
-        await self._seed_once(version, catalog, seed_lookups=False)
-        await self._run(
-            "stage", partial(_set_state, version=version, state="staged", bundle=bundle)
-        )
+    async def _set_state(self, version: str, state: VersionState, bundle: str) -> None:
+        await self._run(state, partial(_write_state, version=version, state=state, bundle=bundle))
 
     async def promote(self, version: str, bundle: str) -> str | None:
         def promote(c: sqlite3.Connection) -> str | None:
@@ -165,12 +152,7 @@ class SqliteStore(Store):
 
         return await self._run("promote", promote)
 
-    async def retire(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
-        info = check_retirable(await self.lifecycle(), version)
-        bundle = info.bundle if info is not None else ""
-        # Marked first: service processes stop writing it before its rows go.
-        retired = partial(_set_state, version=version, state="retired", bundle=bundle)
-        await self._run("retire", retired)
+    async def _delete_version(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
         deleted = 0
         for table in VERSION_TABLES:
             while True:
@@ -377,7 +359,7 @@ def _lifecycle(c: sqlite3.Connection) -> Lifecycle:
     )
 
 
-def _set_state(c: sqlite3.Connection, version: str, state: VersionState, bundle: str) -> None:
+def _write_state(c: sqlite3.Connection, version: str, state: VersionState, bundle: str) -> None:
     with _Transaction(c):
         c.execute(
             "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?)",

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from codebooks.rq import ResidualCodebooks, rq_encode
+from models.backbone import file_sha256
 from models.encoder import (
     FEATURE_INPUT,
     INPUT_NAMES,
@@ -222,7 +223,15 @@ def encoder_spec(
             "audio_mask": ["float32", ["batch"]],
         },
         "output": OUTPUT_NAME,
+        **_backbone_spec("image_backbone", config.image_backbone),
+        **_backbone_spec("audio_backbone", config.audio_backbone),
     }
+
+
+def _backbone_spec(key: str, path: Path | None) -> dict[str, Any]:
+    """Provenance of a pretrained tower: name and sha256 of the file its weights started from
+    (the trained weights are inside encoder.onnx, so it is no bundle file); {} without one."""
+    return {} if path is None else {key: {"name": path.name, "sha256": file_sha256(path)}}
 
 
 def random_inputs(

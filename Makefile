@@ -109,7 +109,12 @@ clean: ## remove the venv, built bundles, data and results (never tracked)
 MODELS_DATA ?= data/ml-100k
 RECBOLE_WHEEL ?= recbole==1.2.1
 
-data: $(MODELS_DATA)/ml-100k.inter ## MovieLens-100k into $(MODELS_DATA)/ (from the recbole wheel on PyPI; recbole is not installed)
+data: $(MODELS_DATA)/events.parquet ## MovieLens-100k into $(MODELS_DATA)/, written in the training schema (docs/data.md)
+
+# The files come from the recbole wheel on PyPI (recbole itself is not installed); then they
+# are written as items.parquet and events.parquet, the files a user brings.
+$(MODELS_DATA)/events.parquet: $(MODELS_DATA)/ml-100k.inter
+	$(PY) -m catalogs movielens --src $(MODELS_DATA) --out $(MODELS_DATA)
 
 $(MODELS_DATA)/ml-100k.inter: | $(VENV)/.installed
 	@tmp=$$(mktemp -d) && \
@@ -179,7 +184,7 @@ loadtest: redis $(VENV)/.installed-loadtest ## locust vs a local service (LOADTE
 # pre-trained one's (0 alignment steps). Then every ranking variant runs on both.
 .PHONY: eval eval-synthetic
 # EVAL_DIR: the evaluation bundles and their alignment reports. EVAL_HOLDOUT: TEST_SHARE
-# COLD_SHARE (codebooks/holdout.py). EVAL_SEEDS: seeds per variant. EVAL_ABLATION_SEEDS: seeds
+# COLD_SHARE (catalogs/holdout.py). EVAL_SEEDS: seeds per variant. EVAL_ABLATION_SEEDS: seeds
 # per K and code-width setting (0: no ablations). EVAL_SYNTHETIC_EVENTS: eval-synthetic's log.
 EVAL_DIR ?= data/eval
 EVAL_HOLDOUT ?= 0.2 0.1
@@ -195,7 +200,7 @@ eval: $(VENV)/.installed-train data ## MovieLens-100k: evaluation bundles, every
 		--bundle $(call latest,$(EVAL_DIR)/movielens/aligned) --compare $(call latest,$(EVAL_DIR)/movielens/unaligned) --out docs/results.md
 
 eval-synthetic: $(VENV)/.installed-train ## the same on the synthetic catalog ($(EVAL_SYNTHETIC_EVENTS) events) -> docs/results-synthetic.md
-	$(EVAL_PIPELINE) --data synthetic --events $(EVAL_SYNTHETIC_EVENTS) --out $(EVAL_DIR)/synthetic/aligned --report-dir $(EVAL_DIR)/synthetic/runs-aligned
-	$(EVAL_PIPELINE) --data synthetic --events $(EVAL_SYNTHETIC_EVENTS) --steps 0 --out $(EVAL_DIR)/synthetic/unaligned --report-dir $(EVAL_DIR)/synthetic/runs-unaligned
+	$(EVAL_PIPELINE) --data synthetic --synthetic-events $(EVAL_SYNTHETIC_EVENTS) --out $(EVAL_DIR)/synthetic/aligned --report-dir $(EVAL_DIR)/synthetic/runs-aligned
+	$(EVAL_PIPELINE) --data synthetic --synthetic-events $(EVAL_SYNTHETIC_EVENTS) --steps 0 --out $(EVAL_DIR)/synthetic/unaligned --report-dir $(EVAL_DIR)/synthetic/runs-unaligned
 	$(PY) -m ranking evaluate --data synthetic --seeds $(EVAL_SEEDS) --ablation-seeds $(EVAL_ABLATION_SEEDS) \
 		--bundle $(call latest,$(EVAL_DIR)/synthetic/aligned) --compare $(call latest,$(EVAL_DIR)/synthetic/unaligned) --out docs/results-synthetic.md

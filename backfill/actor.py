@@ -23,9 +23,9 @@ import pyarrow as pa
 
 from backfill.rows import CATALOG_SOURCE, Answer, Columns
 from backfill.source import raw_item
+from codebooks.sid import ID_PATTERN
 from runtime import DecodeError, Engine, EngineOptions, InputLimits, Prepared
 from store import StoreSettings, open_store
-from store.base import ID_PATTERN
 
 # docs/store.md: an item id is 1..128 characters of [A-Za-z0-9_.:-] (the service refuses others).
 ID = re.compile(ID_PATTERN)

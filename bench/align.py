@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from codebooks.catalog import synthetic_catalog
+from catalogs.synthetic import synthetic_catalog
 from models.align import AlignConfig, catalog_inputs, train
 from models.encoder import EncoderConfig, MultimodalEncoder, load_tokenizer, minilm_dir
 

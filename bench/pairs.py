@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from bench.machine import cpu_name
-from codebooks.catalog import synthetic_catalog, synthetic_interactions
+from catalogs.synthetic import synthetic_catalog, synthetic_interactions
 from models.pairs import (
     PairConfig,
     merge_pairs,

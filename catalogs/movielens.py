@@ -1,69 +1,49 @@
-"""MovieLens-100k as a qarm catalog: real titles and a real rating log.
+"""MovieLens-100k written to qarm's training schema, then read as any user's files are.
 
 `make data` unpacks RecBole's atomic files (`ml-100k.item`, `ml-100k.inter`: tab-separated, a
-typed header such as `item_id:token`) into `data/ml-100k/`. Items have text only (title, year,
-genres); they have no cover or clip, so their image and audio masks are 0. A rating >= 4 is a
-positive event, anything lower a negative one.
+typed header such as `item_id:token`) into `data/ml-100k/` and `write_movielens` turns them
+into `items.parquet` (`id`, `text` = title, year and genres; side columns `genre`, the first
+listed genre, `genres` and `year`) and `events.parquet` (`user`, `item`, `ts`, `rating`).
+Films have text only: no cover, no clip. A rating >= 4 is a positive event. Ratings of films
+missing from the item file are dropped; rows keep the files' order.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from codebooks.catalog import (
-    AUDIO_SAMPLES,
-    IMAGE_SIZE,
-    IntArray,
-    Interactions,
-    ItemContent,
-)
+from catalogs.files import Files
 
 POSITIVE_RATING = 4.0
+ITEMS_FILE = "items.parquet"
+EVENTS_FILE = "events.parquet"
 
 
-@dataclass(frozen=True)
-class MovieCatalog:
-    """Movies in file order: row i is item `ids[i]`; `groups` is the first listed genre."""
-
-    ids: npt.NDArray[np.str_]
-    titles: list[str]  # row -> title, year and genres as one text
-    groups: IntArray
-    genres: list[str]  # group index -> genre name
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def texts(self, rows: IntArray) -> list[str]:
-        return [self.titles[int(r)] for r in rows]
-
-    def content(self, rows: IntArray) -> ItemContent:
-        rows = np.asarray(rows, dtype=np.int64)
-        n = len(rows)
-        return ItemContent(
-            texts=self.texts(rows),
-            image=np.zeros((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32),
-            image_mask=np.zeros(n, dtype=np.float32),
-            audio=np.zeros((n, AUDIO_SAMPLES), dtype=np.float32),
-            audio_mask=np.zeros(n, dtype=np.float32),
-        )
+def movielens_files(folder: Path) -> Files:
+    """The two files `write_movielens` wrote into `folder`, as the pipeline opens them."""
+    for name in (ITEMS_FILE, EVENTS_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name}: missing; `make data` writes it")
+    return Files(
+        folder / ITEMS_FILE,
+        folder / EVENTS_FILE,
+        group_column="genre",
+        positive_rating=POSITIVE_RATING,
+    )
 
 
-def load_movielens(folder: Path) -> tuple[MovieCatalog, Interactions]:
-    """Read `ml-100k.item` and `ml-100k.inter` from `folder`.
-
-    Ratings of movies missing from the item file are dropped; users are renumbered 0..U-1 in
-    order of first appearance. Raises FileNotFoundError naming the file (run `make data`).
-    """
-    item_rows = _read_atomic(folder / "ml-100k.item")
+def write_movielens(src: Path, out: Path) -> Files:
+    """RecBole's `ml-100k.item` and `ml-100k.inter` in `src` -> the two files in `out`."""
     ids: list[str] = []
     texts: list[str] = []
     first_genre: list[str] = []
-    for row in item_rows:
+    genres_all: list[str] = []
+    years: list[int | None] = []
+    for row in _read_atomic(src / "ml-100k.item"):
         title = row.get("movie_title", "").strip()
         year = row.get("release_year", "").strip()
         genres = row.get("class", "").split()
@@ -71,24 +51,31 @@ def load_movielens(folder: Path) -> tuple[MovieCatalog, Interactions]:
         text = title + (f" ({year})" if year else "")
         texts.append(text + (". " + ", ".join(genres) if genres else ""))
         first_genre.append(genres[0] if genres else "unknown")
-    genre_names = sorted(set(first_genre))
-    groups = np.array([genre_names.index(g) for g in first_genre], dtype=np.int64)
-    catalog = MovieCatalog(np.array(ids), texts, groups, genre_names)
-
-    row_of = {item_id: i for i, item_id in enumerate(ids)}
-    users: dict[str, int] = {}
-    user, item, ts, rating = [], [], [], []
-    for row in _read_atomic(folder / "ml-100k.inter"):
-        if row["item_id"] not in row_of:
-            continue
-        user.append(users.setdefault(row["user_id"], len(users)))
-        item.append(row_of[row["item_id"]])
-        ts.append(int(float(row["timestamp"])))
-        rating.append(float(row["rating"]))
-    u, i, t = (np.array(a, dtype=np.int64) for a in (user, item, ts))
-    order = np.lexsort((t, u))
-    label = np.array(rating)[order] >= POSITIVE_RATING
-    return catalog, Interactions(u[order], i[order], t[order], label)
+        genres_all.append("|".join(genres))
+        years.append(int(year) if year.isdigit() else None)
+    known = set(ids)
+    events = [r for r in _read_atomic(src / "ml-100k.inter") if r["item_id"] in known]
+    out.mkdir(parents=True, exist_ok=True)
+    items = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "text": pa.array(texts, pa.string()),
+            "genre": pa.array(first_genre, pa.string()),
+            "genres": pa.array(genres_all, pa.string()),
+            "year": pa.array(years, pa.int32()),
+        }
+    )
+    log = pa.table(
+        {
+            "user": pa.array([r["user_id"] for r in events], pa.string()),
+            "item": pa.array([r["item_id"] for r in events], pa.string()),
+            "ts": pa.array([int(float(r["timestamp"])) for r in events], pa.int64()),
+            "rating": pa.array([float(r["rating"]) for r in events], pa.float32()),
+        }
+    )
+    pq.write_table(items, out / ITEMS_FILE)
+    pq.write_table(log, out / EVENTS_FILE)
+    return movielens_files(out)
 
 
 def _read_atomic(path: Path) -> list[dict[str, str]]:

@@ -15,17 +15,25 @@ catalog of any size costs no memory and rendering a row is deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
 
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float32]
-
-IMAGE_SIZE = 64  # square RGB covers, the encoder contract's default
-SAMPLE_RATE = 16_000  # audio sample rate (Hz)
-AUDIO_SAMPLES = 16_000  # one second of mono audio
+from catalogs.content import (
+    AUDIO_SAMPLES,
+    IMAGE_SIZE,
+    SAMPLE_RATE,
+    FloatArray,
+    IntArray,
+    ItemContent,
+)
+from catalogs.files import Files
+from catalogs.interactions import Interactions
+from catalogs.media import png_bytes, wav_bytes
 
 # One theme of everyday words per content style: MiniLM knows these words, so pre-trained text
 # similarity follows the style (the confounder), not the business.
@@ -48,69 +56,6 @@ THEMES: tuple[tuple[str, ...], ...] = (
     ("phone", "camera", "selfie", "charger", "photo", "lens", "video", "tripod"),
 )
 ADJECTIVES = ("new", "best", "great", "classic", "cheap", "premium", "daily", "top", "fresh", "big")
-
-
-@dataclass(frozen=True)
-class ItemContent:
-    """A batch of raw item content, before tokenisation.
-
-    texts: B strings. image: (B, 3, S, S) float32 RGB in [0, 1]. audio: (B, T) float32 mono
-    waveform. The masks are (B,) float32: 1 where the item has that modality, 0 where it has
-    none (its tensor is then zeros and the encoder ignores it).
-    """
-
-    texts: list[str]
-    image: FloatArray
-    image_mask: FloatArray
-    audio: FloatArray
-    audio_mask: FloatArray
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-class Catalog(Protocol):
-    """What the pipeline needs of a catalog, synthetic or real."""
-
-    @property
-    def ids(self) -> npt.NDArray[np.str_]: ...  # (N,) item ids; row i is item ids[i]
-
-    @property
-    def groups(self) -> IntArray: ...  # (N,) a grouping to colour maps by (business, genre)
-
-    def __len__(self) -> int: ...
-
-    def texts(self, rows: IntArray) -> list[str]: ...  # the text of each row, cheaply
-
-    def content(self, rows: IntArray) -> ItemContent: ...
-
-
-@dataclass(frozen=True)
-class Interactions:
-    """An interaction log sorted by (user, ts): one row per event.
-
-    user, item: int64 row indices (item indexes the catalog). ts: int64 seconds. label: bool,
-    True for a positive event (click, purchase, rating >= 4), False for a negative one.
-    """
-
-    user: IntArray
-    item: IntArray
-    ts: IntArray
-    label: npt.NDArray[np.bool_]
-
-    def __len__(self) -> int:
-        return len(self.user)
-
-    @property
-    def n_users(self) -> int:
-        return int(self.user.max()) + 1 if len(self.user) else 0
-
-    def take(self, rows: npt.NDArray[np.bool_] | IntArray) -> Interactions:
-        """The events at `rows` (a mask or sorted row indices), still sorted by (user, ts)."""
-        return Interactions(self.user[rows], self.item[rows], self.ts[rows], self.label[rows])
-
-    def positives(self) -> Interactions:
-        return self.take(self.label)
 
 
 @dataclass(frozen=True)
@@ -137,7 +82,7 @@ class SyntheticCatalog:
     def __len__(self) -> int:
         return len(self.business)
 
-    def texts(self, rows: IntArray) -> list[str]:
+    def texts(self, rows: IntArray) -> list[str | None]:
         return [self._title(int(r)) for r in rows]
 
     def content(self, rows: IntArray) -> ItemContent:
@@ -307,3 +252,50 @@ def _empty_images() -> FloatArray:
 
 def _empty_audio() -> FloatArray:
     return np.zeros((0, AUDIO_SAMPLES), dtype=np.float32)
+
+
+def write_synthetic(
+    catalog: SyntheticCatalog,
+    events: Interactions,
+    out: Path,
+    *,
+    chunk: int = 10_000,
+    progress: bool = True,
+) -> Files:
+    """The catalog and its log as a user's two files (docs/data.md): PNG covers and WAV clips
+    as bytes, the business as a `group` column; written `chunk` rows at a time."""
+    out.mkdir(parents=True, exist_ok=True)
+    ids = catalog.ids
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("text", pa.string()),
+            ("image", pa.binary()),
+            ("audio", pa.binary()),
+            ("group", pa.int32()),
+        ]
+    )
+    with pq.ParquetWriter(out / "items.parquet", schema) as writer:
+        for start in tqdm(range(0, len(catalog), chunk), desc="items", disable=not progress):
+            rows = np.arange(start, min(start + chunk, len(catalog)))
+            content = catalog.content(rows)
+            image = [
+                png_bytes(content.image[j]) if content.image_mask[j] else None
+                for j in range(len(rows))
+            ]
+            audio = [
+                wav_bytes(content.audio[j]) if content.audio_mask[j] else None
+                for j in range(len(rows))
+            ]
+            batch = [ids[rows].tolist(), content.texts, image, audio, catalog.business[rows]]
+            writer.write_table(pa.table(batch, schema=schema))
+    log = pa.table(
+        {
+            "user": pa.array(np.char.add("user-", events.user.astype(str)).tolist()),
+            "item": pa.array(ids[events.item].tolist()),
+            "ts": pa.array(events.ts, pa.int64()),
+            "label": pa.array(events.label.astype(np.int8), pa.int8()),
+        }
+    )
+    pq.write_table(log, out / "events.parquet")
+    return Files(out / "items.parquet", out / "events.parquet", group_column="group")

@@ -14,6 +14,10 @@ import numpy as np
 from codebooks.metrics import tuple_keys
 from codebooks.rq import Int32Array
 
+# An item id: what the API accepts, training files and the backfill hold, and store keys embed
+# as it is.
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
 
 def assign_suffixes(codes: Int32Array) -> Int32Array:
     """(N, L) codes -> (N,) int32 suffixes; (codes[i], suffix[i]) is unique over i."""

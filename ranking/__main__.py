@@ -1,5 +1,5 @@
-"""python -m ranking evaluate --data movielens|synthetic --bundle artifacts/<version>
-[--compare <unaligned bundle>]"""
+"""python -m ranking evaluate (--data movielens|synthetic | --items I --events E)
+--bundle artifacts/<version> [--compare <unaligned bundle>]"""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from catalogs.errors import DataError
+from catalogs.events import POSITIVE_RATING
+from catalogs.files import Files
 from ranking.evaluate import EvalConfig, evaluate
 from ranking.model import VARIANTS, RankConfig
 
@@ -16,7 +19,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ranking")
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="train every variant, write the results report")
-    ev.add_argument("--data", choices=["movielens", "synthetic"], required=True)
+    ev.add_argument("--data", choices=["movielens", "synthetic"], help="a built-in catalog")
+    ev.add_argument("--items", type=Path, help="your catalog (docs/data.md), with --events")
+    ev.add_argument("--events", type=Path, help="your interaction log, with --items")
+    ev.add_argument("--positive-rating", type=float, default=POSITIVE_RATING)
     ev.add_argument("--bundle", type=Path, required=True, help="artifacts/<version>")
     ev.add_argument(
         "--compare",
@@ -39,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    base = EvalConfig(data=args.data, bundle=args.bundle)
+    if bool(args.items) != bool(args.events) or bool(args.items) == bool(args.data):
+        parser.error("give --data, or --items and --events")
+    files = Files(args.items, args.events, None, args.positive_rating) if args.items else None
+    base = EvalConfig(data=args.data or "files", bundle=args.bundle, files=files)
     config = replace(
         base,
         compare=args.compare,
@@ -54,7 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         control=not args.no_control,
         progress=not args.quiet,
     )
-    evaluate(config)
+    try:
+        evaluate(config)
+    except DataError as err:
+        raise SystemExit(f"refused: {err}") from err
     print(args.out.read_text())
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from catalogs.holdout import HOLDOUT_FILE, ColdItems, load_cold_items, save_cold_items
 from codebooks import BuildConfig, Bundle, Quantizer, build
-from codebooks.holdout import HOLDOUT_FILE, ColdItems, load_cold_items, save_cold_items
 
 Int32Array = npt.NDArray[np.int32]
 Float32Array = npt.NDArray[np.float32]

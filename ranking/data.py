@@ -1,7 +1,7 @@
 """Ranking samples from a labelled interaction log: a per-user time split, cold items, history
 features that never see the future, and item popularity groups.
 
-Every event (user, item, ts, label) becomes one sample. `codebooks.holdout.Holdout` says which
+Every event (user, item, ts, label) becomes one sample. `catalogs.holdout.Holdout` says which
 are scored: each user's latest `test_share` of events, and every test event of a cold item (a
 seeded share of items that training never sees). A sample's history is the user's last
 `history` positive items whose timestamp is strictly before the event's, so neither the event
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from codebooks.catalog import Interactions
-from codebooks.holdout import Holdout
+from catalogs.holdout import Holdout
+from catalogs.interactions import Interactions
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]

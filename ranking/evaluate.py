@@ -19,10 +19,12 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from catalogs.files import Files, load_files
+from catalogs.holdout import Holdout, load_cold_items
+from catalogs.interactions import Interactions
+from catalogs.movielens import movielens_files
+from catalogs.synthetic import synthetic_catalog, synthetic_interactions
 from codebooks import load_bundle
-from codebooks.catalog import Interactions, synthetic_catalog, synthetic_interactions
-from codebooks.holdout import Holdout, load_cold_items
-from codebooks.movielens import load_movielens
 from ranking.codes import ItemCodes, item_codes, random_codes_bundle
 from ranking.data import N_POPULARITY_GROUPS, Samples, Split, make_split
 from ranking.metrics import auc, gauc, uauc
@@ -44,11 +46,12 @@ CONTROL_VARIANTS: tuple[Variant, ...] = ("rq", "vqrq")  # run again on random co
 
 @dataclass(frozen=True)
 class EvalConfig:
-    data: Literal["movielens", "synthetic"]
+    data: Literal["movielens", "synthetic", "files"]
     bundle: Path  # artifacts/<version>: the codes (aligned encoder)
+    files: Files | None = None  # data="files": the user's items and events (docs/data.md)
     compare: Path | None = None  # a bundle of the unaligned encoder, same Holdout: is it worth it?
     control: bool = True  # also run CONTROL_VARIANTS on random codes of the same shapes
-    data_dir: Path = Path("data/ml-100k")  # MovieLens-100k files (`make data`)
+    data_dir: Path = Path("data/ml-100k")  # MovieLens-100k in the training schema (`make data`)
     items: int = 5000  # synthetic: catalog size, business groups, events and seed; read from
     groups: int = 32  # the bundle's alignment.json when it has one, so they match the bundle
     events: int = 300_000
@@ -110,10 +113,14 @@ class Prepared:
 
 
 def load_events(config: EvalConfig) -> tuple[np.ndarray, Interactions]:
-    """(catalog ids, Interactions) of the chosen data set."""
-    if config.data == "movielens":
-        movies, events = load_movielens(config.data_dir)
-        return movies.ids, events
+    """(catalog ids, Interactions) of the chosen data set; files are checked as the pipeline
+    checks them (media are not read: the ranker sees ids and events)."""
+    if config.data != "synthetic":
+        files = movielens_files(config.data_dir) if config.data == "movielens" else config.files
+        if files is None:
+            raise ValueError("data='files' needs `files` (the items and events Parquet files)")
+        opened, events = load_files(files, None, progress=False)
+        return opened.ids, events
     c = _synthetic_settings(config)
     catalog = synthetic_catalog(c.items, n_groups=c.groups, seed=c.data_seed)
     return catalog.ids, synthetic_interactions(catalog, c.events, seed=c.data_seed)
@@ -289,7 +296,7 @@ def report(config: EvalConfig, runs: list[Run], data: Prepared) -> str:
     lines = [
         f"# Ranking results: {config.data}",
         "",
-        f"Bundle `{data.version}`. Held out (`codebooks.holdout`, the same split the encoder's "
+        f"Bundle `{data.version}`. Held out (`catalogs.holdout`, the same split the encoder's "
         f"alignment respected): each user's latest {h.test_share:.0%} of events, and {n_cold} "
         f"cold items ({h.cold_share:.0%}, seed {h.seed}) never trained on, encoded as a new "
         f"upload would be. {len(split.train)} training samples, {len(split.test)} warm and "

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from store.base import ID_PATTERN
+from codebooks.sid import ID_PATTERN
 
 ItemId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 

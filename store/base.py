@@ -19,9 +19,6 @@ import numpy.typing as npt
 
 from codebooks.sid import codes_key, format_sid
 
-# An item id: what the API accepts and the backfill writes. Keys embed it as it is.
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-
 FORMAT = 1  # first byte of every value; bumped if the layout ever changes
 _HEADER = struct.Struct("<BBHI")  # format, L, K, suffix
 

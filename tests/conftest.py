@@ -8,12 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from codebooks.catalog import (
-    Interactions,
-    SyntheticCatalog,
-    synthetic_catalog,
-    synthetic_interactions,
-)
+from catalogs.interactions import Interactions
+from catalogs.synthetic import SyntheticCatalog, synthetic_catalog, synthetic_interactions
 from tests.keys import own_prefix
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 from pydantic_core import to_json
 
+from codebooks.sid import ID_PATTERN
 from runtime import Engine
 from service.deps import EngineDep, ReadAuth, StateDep, WriteAuth
 from service.errors import InvalidInputError, ItemRef, NotFoundError
@@ -17,7 +18,6 @@ from service.routes.reads import read_codes
 from service.schemas import Codes, ItemBody, ItemIn, ItemsIn, ItemsOut
 from service.state import AppState
 from store import StoredCodes
-from store.base import ID_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["items"])
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codebooks.catalog import Interactions
-from codebooks.holdout import ColdItems, Holdout, load_cold_items, save_cold_items, time_split_mask
+from catalogs.holdout import ColdItems, Holdout, load_cold_items, save_cold_items, time_split_mask
+from catalogs.interactions import Interactions
 
 
 def test_time_split_mask_shares() -> None:

@@ -1,4 +1,4 @@
-"""The MovieLens-100k loader, on tiny files written in RecBole's atomic format."""
+"""MovieLens-100k through the training schema, on tiny files in RecBole's atomic format."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codebooks.movielens import load_movielens
+from catalogs.files import load_files
+from catalogs.movielens import movielens_files, write_movielens
 
 ITEMS = (
     "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
@@ -27,12 +28,14 @@ RATINGS = (
 def test_loads_titles_and_ratings(tmp_path: Path) -> None:
     (tmp_path / "ml-100k.item").write_text(ITEMS)
     (tmp_path / "ml-100k.inter").write_text(RATINGS)
-    catalog, events = load_movielens(tmp_path)
+    files = write_movielens(tmp_path, tmp_path / "schema")
+    assert files == movielens_files(tmp_path / "schema")
+    catalog, events = load_files(files, None)
     assert list(catalog.ids) == ["1", "2", "7"]
     assert catalog.texts(np.array([0])) == ["Toy Story (1995). Animation, Children's, Comedy"]
-    assert [catalog.genres[g] for g in catalog.groups] == ["Animation", "Action", "Drama"]
+    assert [catalog.group_names[g] for g in catalog.groups] == ["Animation", "Action", "Drama"]
     content = catalog.content(np.array([2, 0]))
-    assert content.texts[0].startswith("Twelve Monkeys")
+    assert str(content.texts[0]).startswith("Twelve Monkeys")
     assert not content.image_mask.any()
     assert not content.audio_mask.any()
     # Item 99 is not in the item file: dropped. Sorted by (user, ts); rating >= 4 positive.
@@ -43,5 +46,7 @@ def test_loads_titles_and_ratings(tmp_path: Path) -> None:
 
 
 def test_missing_files_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"ml-100k\.item"):
-        load_movielens(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"ml-100k\.item: missing; `make data`"):
+        write_movielens(tmp_path, tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"items\.parquet: missing; `make data`"):
+        movielens_files(tmp_path)

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from codebooks.catalog import (
-    AUDIO_SAMPLES,
-    IMAGE_SIZE,
-    Interactions,
-    SyntheticCatalog,
-    synthetic_catalog,
-    synthetic_interactions,
-)
+from catalogs.content import AUDIO_SAMPLES, IMAGE_SIZE
+from catalogs.interactions import Interactions
+from catalogs.synthetic import SyntheticCatalog, synthetic_catalog, synthetic_interactions
 
 
 def test_content_is_seeded_and_shaped(catalog: SyntheticCatalog) -> None:

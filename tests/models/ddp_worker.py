@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from codebooks.catalog import synthetic_catalog
+from catalogs.synthetic import synthetic_catalog
 from models.align import AlignConfig, InputsFn, catalog_inputs, train
 from models.encoder import EncoderConfig, MultimodalEncoder, load_tokenizer
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from codebooks.catalog import SyntheticCatalog
+from catalogs.synthetic import SyntheticCatalog
 from models.encoder import (
     INPUT_NAMES,
     EncoderConfig,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from codebooks.catalog import SyntheticCatalog
+from catalogs.synthetic import SyntheticCatalog
 from codebooks.rq_train import train_residual_kmeans
 from models.encoder import EncoderConfig, FeatureEncoder, MultimodalEncoder, encode_inputs
 from models.export import (

@@ -10,7 +10,8 @@ from itertools import combinations
 
 import numpy as np
 
-from codebooks.catalog import Interactions, SyntheticCatalog
+from catalogs.interactions import Interactions
+from catalogs.synthetic import SyntheticCatalog
 from models.pairs import (
     PairConfig,
     future_pairs,

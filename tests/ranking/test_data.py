@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from codebooks.catalog import Interactions
-from codebooks.holdout import Holdout
+from catalogs.holdout import Holdout
+from catalogs.interactions import Interactions
 from ranking.data import PAD, Samples, history_features, make_split, popularity_groups
 
 

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("torch")
 
+from catalogs.holdout import HOLDOUT_FILE, ColdItems, Holdout, save_cold_items
+from catalogs.synthetic import synthetic_catalog
 from codebooks import BuildConfig, build
-from codebooks.catalog import synthetic_catalog
-from codebooks.holdout import HOLDOUT_FILE, ColdItems, Holdout, save_cold_items
 from ranking.__main__ import main
 from ranking.evaluate import LABELS, EvalConfig, evaluate
 from ranking.model import RankConfig

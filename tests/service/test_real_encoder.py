@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from catalogs.synthetic import synthetic_catalog
 from codebooks import load_bundle
-from codebooks.catalog import synthetic_catalog
 from tests.service.conftest import png_b64, running, wav_b64
 
 pytestmark = pytest.mark.anyio

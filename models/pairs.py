@@ -16,7 +16,8 @@ import numpy.typing as npt
 import scipy.sparse as sp
 import torch
 
-from codebooks.catalog import IntArray, Interactions
+from catalogs.content import IntArray
+from catalogs.interactions import Interactions
 
 log = logging.getLogger(__name__)
 

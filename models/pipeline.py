@@ -27,17 +27,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from catalogs.content import Catalog
+from catalogs.files import Files, load_files
+from catalogs.holdout import HOLDOUT_FILE, ColdItems, Holdout, save_cold_items
+from catalogs.interactions import Interactions
+from catalogs.movielens import movielens_files
+from catalogs.synthetic import SyntheticCatalog, synthetic_catalog, synthetic_interactions
 from codebooks.build import BuildConfig, build, train_codebooks
-from codebooks.catalog import (
-    Catalog,
-    Interactions,
-    SyntheticCatalog,
-    synthetic_catalog,
-    synthetic_interactions,
-)
 from codebooks.embeddings import checked
-from codebooks.holdout import HOLDOUT_FILE, ColdItems, Holdout, save_cold_items
-from codebooks.movielens import load_movielens
 from models.align import (
     AlignConfig,
     InputsFn,
@@ -77,10 +74,11 @@ PARITY_TOLERANCE = 1e-4
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    data: Literal["synthetic", "movielens"] = "synthetic"
+    data: Literal["synthetic", "movielens", "files"] = "synthetic"
     out: Path = Path("artifacts")  # bundle root: the bundle is written to out/<version>/
-    report_dir: Path | None = None  # reports and checkpoints; default data/runs/<data>
-    data_dir: Path = Path("data/ml-100k")  # MovieLens-100k files (`make data`)
+    report_dir: Path | None = None  # reports, checkpoints, media cache; default data/runs/<data>
+    data_dir: Path = Path("data/ml-100k")  # MovieLens-100k in the training schema (`make data`)
+    files: Files | None = None  # data="files": the user's items and events (docs/data.md)
     mode: Literal["multimodal", "features"] = "multimodal"
     features: Path | None = None  # features mode: (N, F) .npy upstream embeddings by row
     items: int = 5000  # synthetic catalog size
@@ -107,10 +105,15 @@ class PipelineResult:
 
 
 def load_data(config: PipelineConfig) -> tuple[Catalog, Interactions]:
+    """The catalog and its log: generated (synthetic), or read and checked through the
+    training schema (MovieLens, a user's files), refusing bad files before any training."""
     if config.data == "synthetic":
         catalog = synthetic_catalog(config.items, n_groups=config.groups, seed=config.seed)
         return catalog, synthetic_interactions(catalog, config.events, seed=config.seed)
-    return load_movielens(config.data_dir)
+    files = movielens_files(config.data_dir) if config.data == "movielens" else config.files
+    if files is None:
+        raise ValueError("data='files' needs `files` (the items and events Parquet files)")
+    return load_files(files, config.reports / "media", progress=config.align.progress)
 
 
 def run(config: PipelineConfig) -> PipelineResult | None:
@@ -148,7 +151,7 @@ def run(config: PipelineConfig) -> PipelineResult | None:
         model = MultimodalEncoder(config.encoder)
         cache = text_features(model, catalog, tokenizer) if model.text_frozen else None
         inputs_fn = catalog_inputs(catalog, tokenizer, cache)
-    before = embed(model, inputs_fn, n, config.align.embed_batch)
+    before = _embed(model, inputs_fn, n, config.align)
     quality_before = _quality(before, pairs, catalog, future)
     seconds["embed_before"] = _lap(t)
 
@@ -160,15 +163,14 @@ def run(config: PipelineConfig) -> PipelineResult | None:
         return None
 
     t = time.perf_counter()
-    after = embed(model, inputs_fn, n, config.align.embed_batch)
+    after = _embed(model, inputs_fn, n, config.align)
     quality_after = _quality(after, pairs, catalog, future)
     png = plot_maps(
         before,
         after,
         catalog.groups,
         config.reports / f"alignment-{config.data}.png",
-        title=f"{config.data}: item embeddings by "
-        + ("business group" if config.data == "synthetic" else "first genre"),
+        title=f"{config.data}: item embeddings by {_grouped_by(config)}",
     )
     seconds["embed_after"] = _lap(t)
 
@@ -214,6 +216,19 @@ def run(config: PipelineConfig) -> PipelineResult | None:
     report["bundle"] = str(bundle)
     _write_reports(config.reports, report)
     return PipelineResult(bundle=bundle, report=report)
+
+
+def _embed(
+    model: MultimodalEncoder | FeatureEncoder, inputs_fn: InputsFn, n: int, align: AlignConfig
+) -> npt.NDArray[np.float32]:
+    return embed(model, inputs_fn, n, align.embed_batch, align.workers, align.prefetch)
+
+
+def _grouped_by(config: PipelineConfig) -> str:
+    if config.data == "synthetic":
+        return "business group"
+    files = config.files if config.data == "files" else movielens_files(config.data_dir)
+    return f"`{files.group_column}`" if files and files.group_column else "(no group column)"
 
 
 def _export(
@@ -327,7 +342,8 @@ def _quality(
     out = recall_at_k(emb, pairs.held_out)
     if future is not None:
         out.update({f"future {k}": v for k, v in recall_at_k(emb, future).items()})
-    out["group_purity@10"] = neighbour_purity(emb, catalog.groups)
+    if len(np.unique(catalog.groups)) > 1:
+        out["group_purity@10"] = neighbour_purity(emb, catalog.groups)
     if isinstance(catalog, SyntheticCatalog):
         out["style_purity@10"] = neighbour_purity(emb, catalog.style)
         out.update(confounder_gap(emb, catalog))

@@ -8,6 +8,7 @@ pytest.importorskip("torch", reason="models/ needs torch: run `make install-trai
 
 from pathlib import Path
 
+from catalogs.files import Files
 from models.__main__ import _parser, pipeline_config
 from models.pipeline import PipelineConfig
 
@@ -24,8 +25,10 @@ def test_flags_reach_the_config() -> None:
             "movielens",
             "--out",
             "/tmp/a",
-            "--items",
+            "--synthetic-items",
             "10",
+            "--workers",
+            "3",
             "--steps",
             "7",
             "--batch-size",
@@ -50,7 +53,27 @@ def test_flags_reach_the_config() -> None:
     )
     assert (config.align.steps, config.align.batch_size, config.align.seed) == (7, 3, 5)
     assert config.align.resume
+    assert config.align.workers == 3
     assert not config.align.progress
     assert not config.int8
     assert config.encoder.train_text_layers == 2
     assert config.pairs.seed == config.build.seed == config.seed == 5
+
+
+def test_your_files_make_a_files_run() -> None:
+    args = _parser().parse_args(
+        [
+            *("pipeline", "--items", "shop/items.parquet", "--events", "shop/events.parquet"),
+            *("--group-column", "kind", "--positive-rating", "3.5"),
+        ]
+    )
+    config = pipeline_config(args)
+    assert config.data == "files"
+    assert config.files == Files(
+        Path("shop/items.parquet"), Path("shop/events.parquet"), "kind", 3.5
+    )
+
+
+def test_items_without_events_is_an_error() -> None:
+    with pytest.raises(SystemExit, match="--items and --events go together"):
+        pipeline_config(_parser().parse_args(["pipeline", "--items", "shop/items.parquet"]))

@@ -8,21 +8,23 @@ import pytest
 pytest.importorskip("torch", reason="models/ needs torch: run `make install-train`")
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from catalogs.files import load_files
+from catalogs.holdout import HOLDOUT_FILE, Holdout, load_cold_items
+from catalogs.movielens import movielens_files, write_movielens
+from catalogs.synthetic import synthetic_catalog, synthetic_interactions, write_synthetic
 from codebooks.bundle import load_bundle
-from codebooks.catalog import synthetic_catalog
-from codebooks.holdout import HOLDOUT_FILE, Holdout, load_cold_items
-from codebooks.movielens import load_movielens
 from codebooks.quantizer import Quantizer
 from models.align import AlignConfig
 from models.export import encoder_spec, session
 from models.pipeline import PipelineConfig, run
-from tests.codebooks.test_movielens import ITEMS, RATINGS
+from tests.catalogs.test_movielens import ITEMS, RATINGS
 from tests.models.small import SMALL_BUILD, small_synthetic
 
 Run = tuple[PipelineConfig, Path, dict[str, Any]]
@@ -101,6 +103,7 @@ def _tiny_movielens(tmp_path: Path, **settings: Any) -> PipelineConfig:
         )
     )
     (data / "ml-100k.inter").write_text(RATINGS + ratings)
+    write_movielens(data, data)
     return PipelineConfig(
         data="movielens",
         data_dir=data,
@@ -131,7 +134,7 @@ def test_a_holdout_keeps_the_test_period_and_cold_items_out(tmp_path: Path) -> N
     config = _tiny_movielens(tmp_path, holdout=holdout)
     result = run(config)
     assert result is not None
-    movies, events = load_movielens(config.data_dir)
+    movies, events = load_files(movielens_files(config.data_dir), None)
     cold = holdout.cold_items(len(movies))
     assert result.report["events"] == holdout.training_events(events, len(movies)).sum()
     assert result.report["pairs"]["future"] > 0  # behaviour from after training, to score on
@@ -147,3 +150,29 @@ def test_a_holdout_keeps_the_test_period_and_cold_items_out(tmp_path: Path) -> N
     np.testing.assert_allclose(np.linalg.norm(held.embeddings, axis=1), 1.0, atol=1e-5)
     vq, _ = Quantizer(bundle, gpu="off").encode(held.embeddings)
     assert (vq < bundle.manifest.n_items).all()  # their neighbours are warm catalog rows
+
+
+def test_your_own_files_go_the_same_way(tmp_path: Path) -> None:
+    """A user's two Parquet files, covers and clips as bytes: checked, decoded in a worker
+    process, aligned, exported and built into a bundle like a built-in set."""
+    catalog = synthetic_catalog(120, n_groups=6, seed=0)
+    events = synthetic_interactions(catalog, 8000, seed=0)
+    files = write_synthetic(catalog, events, tmp_path / "shop", progress=False)
+    base = small_synthetic(tmp_path)
+    config = replace(
+        base,
+        data="files",
+        files=files,
+        int8=False,
+        align=replace(base.align, steps=2, workers=1),
+    )
+    result = run(config)
+    assert result is not None
+    bundle = load_bundle(result.bundle)
+    assert bundle.item_ids.tolist() == catalog.ids.tolist()
+    assert bundle.manifest.encoder is not None
+    assert bundle.manifest.encoder["mode"] == "multimodal"
+    assert result.report["data"] == "files"
+    assert result.report["events"] == len(events)
+    assert (config.reports / "media" / "image.bin").is_file()
+    assert (config.reports / "media" / "audio.bin").is_file()

@@ -249,9 +249,9 @@ def _pipeline(settings: BackfillSettings, work: Plan, pool: Pool) -> ray.data.Da
         catalog_work, batch_format="numpy"
     )
     exports = [
-        ray.data.read_parquet(s.path)
-        .select_columns(list(s.columns))
-        .map_batches(partial(export_work, source=i), batch_format="pyarrow")
+        ray.data.read_parquet(s.path, include_paths=bool(s.paths))
+        .select_columns([*s.columns, "path"] if s.paths else list(s.columns))
+        .map_batches(partial(export_work, source=i, paths=s.paths), batch_format="pyarrow")
         for i, s in enumerate(work.sources, start=1)
     ]
     if exports:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,8 @@ WORK = pa.schema(
         ("image", pa.binary()),
         ("audio", pa.binary()),
         ("embedding", pa.list_(pa.float32())),
+        ("image_path", pa.string()),  # an export's image given as a path, resolved
+        ("audio_path", pa.string()),
     ]
 )
 
@@ -54,14 +57,23 @@ def catalog_work(batch: Mapping[str, npt.NDArray[np.int64]]) -> pa.Table:
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in WORK}, WORK)
 
 
-def export_work(batch: pa.Table, source: int) -> pa.Table:
+def export_work(batch: pa.Table, source: int, paths: Sequence[str] = ()) -> pa.Table:
     """Rows of the `source`-th catalog export -> work rows (types widened or narrowed to
-    WORK's: large strings, float64 or fixed-size embeddings)."""
+    WORK's: large strings, float64 or fixed-size embeddings). Media columns named in `paths`
+    hold paths relative to the row's file (column `path`): they go to `<column>_path`."""
     n = batch.num_rows
     columns = {
         "source": pa.array(np.full(n, source, dtype=np.int32)),
         "row": pa.array(np.full(n, -1, dtype=np.int64)),
     }
+    for column in paths:
+        files, values = batch.column("path").to_pylist(), batch.column(column).to_pylist()
+        resolved = [
+            None if v is None else str(PurePath(f).parent / v)
+            for f, v in zip(files, values, strict=True)
+        ]
+        columns[f"{column}_path"] = pa.array(resolved, pa.string())
+        batch = batch.drop_columns([column])
     for f in WORK:
         if f.name in batch.column_names:
             columns[f.name] = batch.column(f.name).cast(f.type)

@@ -1,8 +1,10 @@
 """Catalog exports: Parquet files (or folders of them, or URIs pyarrow reads) of new items.
 
-Columns: `id` (string) and any of `text` (string), `image` (binary: JPEG or PNG bytes),
-`audio` (binary: PCM WAV bytes), `embedding` (list of d floats); others are ignored. A row is
-one item, as the service's API takes it: content, or an embedding computed elsewhere.
+Columns: `id` (string) and any of `text` (string), `image` (binary: JPEG or PNG bytes, or a
+string: a path relative to the Parquet file's folder), `audio` (binary: PCM WAV bytes, or such
+a path), `embedding` (list of d floats); others are ignored. A row is one item, as the
+service's API takes it: content, or an embedding computed elsewhere. The items file the
+offline pipeline trains on (docs/data.md) is such an export.
 
 `open_source` checks a whole export before any work starts (types from every file's footer,
 then the id column read once: no null ids, no id twice) and refuses with a message that names
@@ -24,8 +26,10 @@ import pyarrow.dataset as pads
 
 from backfill.errors import SourceError
 from runtime import RawItem
+from runtime.decode import DecodeError
 
 CONTENT = ("text", "image", "audio", "embedding")
+MEDIA = ("image", "audio")
 SHOWN = 5  # ids named in a refusal
 
 
@@ -36,6 +40,7 @@ class Source:
     path: str  # absolute for a local path; a URI as given
     columns: tuple[str, ...]  # `id`, then the content columns it has, in CONTENT order
     rows: int
+    paths: tuple[str, ...] = ()  # media columns that hold paths (relative to each file's folder)
 
 
 def location(path: str) -> str:
@@ -48,9 +53,11 @@ def open_source(path: str) -> Source:
     where = location(path)
     dataset = _dataset(where)
     columns: list[str] | None = None
+    paths: tuple[str, ...] = ()
     for fragment in dataset.get_fragments():
         schema = fragment.physical_schema
         found = _checked_columns(fragment.path, schema)
+        paths = tuple(c for c in MEDIA if c in found and _is_string(schema.field(c).type))
         if columns is not None and found != columns:
             raise SourceError(
                 f"catalog {fragment.path}: columns {found}, other files of {where} have {columns}"
@@ -60,7 +67,7 @@ def open_source(path: str) -> Source:
         raise SourceError(f"catalog {where}: no Parquet file in it")
     ids = _ids_table(dataset, where)
     _check_ids(where, ids)
-    return Source(where, ("id", *columns), len(ids))
+    return Source(where, ("id", *columns), len(ids), paths)
 
 
 def check_disjoint(sources: Sequence[Source]) -> None:
@@ -98,8 +105,8 @@ def _checked_columns(file: str, schema: pa.Schema) -> list[str]:
     _expect(file, "id", schema.field("id").type, _is_string, "string")
     wanted = {
         "text": (_is_string, "string"),
-        "image": (_is_binary, "binary (JPEG or PNG bytes)"),
-        "audio": (_is_binary, "binary (WAV bytes)"),
+        "image": (_is_media, "binary (JPEG or PNG bytes) or string (a path)"),
+        "audio": (_is_media, "binary (WAV bytes) or string (a path)"),
         "embedding": (_is_float_list, "list<float>"),
     }
     present = [c for c in CONTENT if c in schema.names]
@@ -124,6 +131,10 @@ def _is_string(kind: pa.DataType) -> bool:
 
 def _is_binary(kind: pa.DataType) -> bool:
     return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+
+def _is_media(kind: pa.DataType) -> bool:
+    return _is_binary(kind) or _is_string(kind)
 
 
 def _is_float_list(kind: pa.DataType) -> bool:
@@ -169,16 +180,42 @@ def read_items(where: str, ids: Sequence[str]) -> list[RawItem]:
     """The rows of `ids` as items (activation encodes a sample of them again)."""
     dataset = _dataset(where)
     names = [c for c in ("id", *CONTENT) if c in dataset.schema.names]
-    table = dataset.to_table(columns=names, filter=pc.field("id").isin(list(ids)))
-    return [raw_item(row) for row in table.to_pylist()]
+    paths = tuple(c for c in MEDIA if c in names and _is_string(dataset.schema.field(c).type))
+    wanted = pc.field("id").isin(list(ids))
+    return [
+        raw_item(_with_paths({**row, "path": fragment.path}, paths))
+        for fragment in dataset.get_fragments()
+        for row in fragment.to_table(columns=names, filter=wanted).to_pylist()
+    ]
+
+
+def _with_paths(row: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """A row whose media columns `paths` hold paths: each moved to `<column>_path`, resolved
+    against the folder of the row's file (column `path`)."""
+    for column in paths:
+        value = row.pop(column, None)
+        row[f"{column}_path"] = None if value is None else str(Path(row["path"]).parent / value)
+    return row
 
 
 def raw_item(row: Mapping[str, Any]) -> RawItem:
-    """One row (`id` and content columns, nulls as None) as the runtime's item."""
+    """One row (`id` and content columns, nulls as None) as the runtime's item; a medium given
+    as `<column>_path` is read from that file (DecodeError naming the column if it cannot)."""
     return RawItem(
         id=row["id"],
         text=row.get("text"),
-        image=row.get("image"),
-        audio=row.get("audio"),
+        image=_media(row, "image"),
+        audio=_media(row, "audio"),
         embedding=row.get("embedding"),
     )
+
+
+def _media(row: Mapping[str, Any], column: str) -> bytes | None:
+    path = row.get(f"{column}_path")
+    if path is None:
+        value: bytes | None = row.get(column)
+        return value
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise DecodeError(column, f"{path}: cannot be read ({err.strerror or err})") from err

@@ -1,6 +1,6 @@
 """A user's catalog: a Parquet file (or a folder of them) of items, checked, then read lazily.
 
-Columns (docs/data.md): `id` (string or integer, the API's id rule), and any of `text`
+Columns (docs/data.md): `id` (string, the API's id rule), and any of `text`
 (string), `image` (binary JPEG or PNG bytes, or a string path relative to the file's folder)
 and `audio` (binary PCM WAV bytes, or such a path). Every other column is a side column: it
 rides along, and one of them may colour the alignment maps (`group_column`).
@@ -153,8 +153,8 @@ def _checked_schema(path: Path, schema: pa.Schema, group_column: str | None) -> 
     if "id" not in schema.names:
         raise refuse(path, "id", f"missing (columns: {', '.join(schema.names)})")
     kind = schema.field("id").type
-    if not (_is_string(kind) or pa.types.is_integer(kind)):
-        raise refuse(path, "id", f"is {kind}; string (or integer) ids expected")
+    if not _is_string(kind):
+        raise refuse(path, "id", f"is {kind}; string ids expected (cast numbers to strings)")
     present = [c for c in CONTENT if c in schema.names]
     if not present:
         raise refuse(
@@ -179,7 +179,7 @@ def _column(dataset: pads.Dataset, name: str) -> pa.Array:
 
 
 def _checked_ids(path: Path, dataset: pads.Dataset) -> npt.NDArray[np.str_]:
-    ids = _column(dataset, "id").cast(pa.string())
+    ids = _column(dataset, "id")
     if len(ids) == 0:
         raise DataError(f"{path}: the catalog is empty (0 rows)")
     if ids.null_count:

@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
             f"--{kind}-backbone",
             type=Path,
             help=f"a pretrained {kind} tower: a torch.export .pt2 file taking the {tower} as "
-            "the encoder contract gives them (docs/models.md)",
+            "the encoder contract gives them (docs/alignment.md)",
         )
         p.add_argument(
             f"--{kind}-backbone-train",

@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from backfill.__main__ import main
 from backfill.errors import Exit, VersionError
 from backfill.source import read_items
+from catalogs.media import png_bytes
 from runtime import Engine, RawItem
 from store import NewCodes, Store
 from tests.backfill.conftest import MakeSettings, backfill, new_items_table, store_env
@@ -125,3 +127,40 @@ async def test_the_active_version_is_not_backfilled(
     await store.promote(engine.version, str(bundles["a"]))
     with pytest.raises(VersionError, match="active"):
         await backfill(store, make_settings(), bundles["a"])
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+async def test_media_given_as_paths_are_read_from_the_exports_folder(
+    store: Store,
+    make_settings: MakeSettings,
+    bundles: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The training schema's items file (docs/data.md) is an export as it is: covers named by
+    paths relative to the file; a path that does not read fails its row, naming it."""
+    (tmp_path / "covers").mkdir()
+    (tmp_path / "covers" / "a.png").write_bytes(png_bytes(np.full((3, 8, 8), 0.5, np.float32)))
+    export = tmp_path / "items.parquet"
+    table = {
+        "id": ["cover-a", "cover-gone", "text-only"],
+        "text": ["red cat", "blue fish", "green dog"],
+        "image": ["covers/a.png", "covers/gone.png", None],
+        "kind": ["x", "y", "z"],  # a side column: ignored
+    }
+    pq.write_table(pa.table(table), export)
+    for name, value in store_env(make_settings()).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("QARM_ACTORS", "1")
+
+    args = ["run", "--bundle", str(bundles["a"]), "--catalog", str(export)]
+    status = await asyncio.to_thread(main, args)
+
+    assert status == Exit.ROWS_FAILED
+    version = Engine.load(bundles["a"]).version
+    report = json.loads(await store.report(version) or "{}")
+    [failure] = report["failures"]
+    assert (failure["id"], failure["field"]) == ("cover-gone", "image")
+    assert "covers/gone.png" in failure["message"]
+    stored = await store.get_many(version, ["cover-a", "cover-gone", "text-only"])
+    assert [codes is not None for codes in stored] == [True, False, True]

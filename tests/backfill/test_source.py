@@ -40,7 +40,7 @@ def test_a_good_export_is_described(tmp_path: Path) -> None:
     [
         ({"name": pa.array(["a"]), "text": pa.array(["x"])}, "no `id` column"),
         ({"id": pa.array([1]), "text": pa.array(["x"])}, "column `id` is int64, string expected"),
-        ({"id": pa.array(["a"]), "image": pa.array(["x"])}, "column `image` is string, binary"),
+        ({"id": pa.array(["a"]), "image": pa.array([1])}, "column `image` is int64, binary"),
         ({"id": pa.array(["a"]), "embedding": pa.array([["x"]])}, "column `embedding` is list"),
         ({"id": pa.array(["a"]), "title": pa.array(["x"])}, "none of the columns"),
         ({"id": pa.array(["a", None]), "text": pa.array(["x", "y"])}, "1 empty \\(null\\)"),

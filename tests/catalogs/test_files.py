@@ -80,8 +80,8 @@ def test_events_are_rows_of_the_catalog_sorted_by_user_and_time(tmp_path: Path) 
     assert events.label.tolist() == [False, True, True, True]
 
 
-def test_ratings_timestamps_and_integer_ids_are_understood(tmp_path: Path) -> None:
-    pq.write_table(pa.table({"id": [7, 8], "text": ["a", "b"]}), tmp_path / "items.parquet")
+def test_ratings_timestamps_and_integer_users_and_items_are_understood(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": ["7", "8"], "text": ["a", "b"]}), tmp_path / "items.parquet")
     stamps = pa.array([1_700_000_000_000_000, 1_700_000_001_000_000], pa.timestamp("us"))
     log = {"user": [1, 1], "item": [8, 7], "ts": stamps, "rating": [5.0, 3.0]}
     pq.write_table(pa.table(log), tmp_path / "events.parquet")
@@ -101,7 +101,11 @@ def test_a_group_column_colours_the_maps(tmp_path: Path) -> None:
 
 ITEM_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("no id column", {"drop": "id"}, r"column `id`: missing"),
-    ("ids of the wrong type", {"id": [1.5, 2.5, 3.5]}, r"column `id`: is double"),
+    (
+        "ids of the wrong type",
+        {"id": [1.5, 2.5, 3.5]},
+        r"column `id`: is double; string ids expected",
+    ),
     ("no content column", {"drop": "text"}, r"none of the content columns"),
     ("text of the wrong type", {"text": [1, 2, 3]}, r"column `text`: is int64; string"),
     ("a null id", {"id": ["a", None, "c"]}, r"column `id`: 1 null ids \(e\.g\. row 1\)"),

@@ -378,13 +378,18 @@ def distributed() -> tuple[int, int]:
 
 @torch.no_grad()
 def text_features(
-    model: MultimodalEncoder, catalog: Catalog, tokenizer: Tokenizer, batch_size: int = 256
+    model: MultimodalEncoder,
+    catalog: Catalog,
+    tokenizer: Tokenizer,
+    batch_size: int = 256,
+    progress: bool = False,
 ) -> Tensor:
     """(N, 384) pooled MiniLM vectors of every catalog item, for a frozen text tower."""
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(catalog), batch_size):
+    starts = range(0, len(catalog), batch_size)
+    for start in tqdm(starts, desc="text tower", disable=not progress):
         rows = np.arange(start, min(start + batch_size, len(catalog)))
         ids, mask = tokenize(tokenizer, catalog.texts(rows))
         out.append(model.text(ids.to(device), mask.to(device)))
@@ -399,6 +404,7 @@ def embed(
     batch_size: int = 256,
     workers: int = 0,
     prefetch: int = 4,
+    progress: bool = False,
 ) -> npt.NDArray[np.float32]:
     """(N, d) float32 L2-normalised embeddings of catalog rows 0..N-1, in row order."""
     model.eval()
@@ -410,7 +416,8 @@ def embed(
     def rows_of(i: int) -> IntArray:
         return np.arange(i * batch_size, min((i + 1) * batch_size, n_items))
 
-    for _, inputs in prepared(rows_of, n_batches, inputs_fn, workers, prefetch):
+    batches = prepared(rows_of, n_batches, inputs_fn, workers, prefetch)
+    for _, inputs in tqdm(batches, desc="embed", total=n_batches, disable=not progress):
         out.append(step({k: v.to(device) for k, v in inputs.items()}).float().cpu())
     return torch.cat(out).numpy().astype(np.float32)
 

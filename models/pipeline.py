@@ -149,7 +149,11 @@ def run(config: PipelineConfig) -> PipelineResult | None:
         inputs_fn: InputsFn = feature_inputs(upstream)
     else:
         model = MultimodalEncoder(config.encoder)
-        cache = text_features(model, catalog, tokenizer) if model.text_frozen else None
+        cache = (
+            text_features(model, catalog, tokenizer, progress=config.align.progress)
+            if model.text_frozen
+            else None
+        )
         inputs_fn = catalog_inputs(catalog, tokenizer, cache)
     before = _embed(model, inputs_fn, n, config.align)
     quality_before = _quality(before, pairs, catalog, future)
@@ -221,7 +225,9 @@ def run(config: PipelineConfig) -> PipelineResult | None:
 def _embed(
     model: MultimodalEncoder | FeatureEncoder, inputs_fn: InputsFn, n: int, align: AlignConfig
 ) -> npt.NDArray[np.float32]:
-    return embed(model, inputs_fn, n, align.embed_batch, align.workers, align.prefetch)
+    return embed(
+        model, inputs_fn, n, align.embed_batch, align.workers, align.prefetch, align.progress
+    )
 
 
 def _grouped_by(config: PipelineConfig) -> str:

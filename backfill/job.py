@@ -38,7 +38,7 @@ from backfill.rows import Columns, Outcome, catalog_work, export_work, read_answ
 from backfill.settings import BackfillSettings
 from backfill.source import Source, check_disjoint, open_source
 from codebooks import Bundle, load_bundle
-from store import Catalog, Lifecycle, Store
+from store import CatalogSeed, Lifecycle, Store
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,7 @@ async def run_backfill(store: Store, settings: BackfillSettings, work: Plan) -> 
     version = work.version
     check_stageable(await store.lifecycle(), version)
     bundle = str(work.bundle.path)
-    b = work.bundle
-    await store.stage(version, bundle, Catalog(b.item_ids, b.rq_codes, b.sid_suffix))
+    await store.stage(version, bundle, CatalogSeed.of(work.bundle))
     base = Report(
         version=version, bundle=bundle, sources=[s.path for s in work.sources], started_at=now()
     )

@@ -47,7 +47,7 @@ from codebooks import latest_bundle, load_bundle
 from codebooks.build import BuildConfig, build
 from codebooks.synthetic import clustered_embeddings
 from runtime import Engine, EngineOptions, RawItem
-from store import Catalog, NewCodes, RedisStore, Store
+from store import CatalogSeed, NewCodes, RedisStore, Store
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORDS = (
@@ -87,7 +87,7 @@ async def plain_catalog(store: Store, engine: Engine, write: int) -> int:
     """What the backfill does first, in one process: stage, then the bundle's catalog."""
     b = engine.bundle
     version = engine.version
-    await store.stage(version, str(b.path), Catalog(b.item_ids, b.rq_codes, b.sid_suffix))
+    await store.stage(version, str(b.path), CatalogSeed.of(b))
     written = 0
     for start in range(0, b.manifest.n_items, write):
         stop = min(start + write, b.manifest.n_items)

@@ -13,7 +13,7 @@ from service.batcher import Batcher
 from service.errors import ReloadFailedError, StoreUnavailableError
 from service.metrics import Metrics
 from service.settings import Settings
-from store import Catalog, Store, StoreError
+from store import CatalogSeed, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,6 @@ class AppState:
     switch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-def catalog_of(engine: Engine) -> Catalog:
-    b = engine.bundle
-    return Catalog(item_ids=b.item_ids, rq_codes=b.rq_codes, sid_suffix=b.sid_suffix)
-
-
 async def load_engine(settings: Settings, path: Path) -> Engine:
     """Load, verify and warm up a bundle, in a thread of its own (not the encode pool, so the
     serving engine's batches keep flowing meanwhile)."""
@@ -55,7 +50,7 @@ async def prepare_engine(settings: Settings, metrics: Metrics, store: Store, bun
     try:
         await store.activate(
             engine.version,
-            catalog_of(engine),
+            CatalogSeed.of(engine.bundle),
             seed_lookups=settings.seed_catalog,
             bundle=str(engine.bundle.path),
         )

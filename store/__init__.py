@@ -8,7 +8,7 @@ docs/store.md.
 from __future__ import annotations
 
 from store.base import (
-    Catalog,
+    CatalogSeed,
     Lifecycle,
     LifecycleError,
     NewCodes,
@@ -24,7 +24,7 @@ from store.settings import StoreSettings
 from store.sqlite_store import SqliteStore
 
 __all__ = [
-    "Catalog",
+    "CatalogSeed",
     "Lifecycle",
     "LifecycleError",
     "NewCodes",

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from codebooks.bundle import Bundle
 from codebooks.sid import codes_key, format_sid
 
 FORMAT = 1  # first byte of every value; bumped if the layout ever changes
@@ -52,12 +53,16 @@ class NewCodes:
 
 
 @dataclass(frozen=True)
-class Catalog:
+class CatalogSeed:
     """A bundle's catalog, for seeding a version: ids, (N, L) RQ codes, (N,) suffixes."""
 
     item_ids: npt.NDArray[np.str_]
     rq_codes: npt.NDArray[np.int32]
     sid_suffix: npt.NDArray[np.int32]
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> CatalogSeed:
+        return cls(bundle.item_ids, bundle.rq_codes, bundle.sid_suffix)
 
 
 class StoreError(RuntimeError):
@@ -244,7 +249,7 @@ def prefixes(rq: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
         yield rq[:level]
 
 
-def seed_counters(catalog: Catalog) -> dict[str, int]:
+def seed_counters(catalog: CatalogSeed) -> dict[str, int]:
     """Per distinct catalog tuple: the next free suffix (its largest suffix + 1)."""
     if len(catalog.rq_codes) == 0:
         return {}
@@ -283,7 +288,7 @@ class Store(ABC):
     async def active_version(self) -> str | None: ...
 
     async def activate(
-        self, version: str, catalog: Catalog, *, seed_lookups: bool, bundle: str = ""
+        self, version: str, catalog: CatalogSeed, *, seed_lookups: bool, bundle: str = ""
     ) -> None:
         """Seed `version` from its catalog once (suffix counters; with `seed_lookups` also the
         catalog's semantic IDs and prefix sets), then point readers at it (as `promote`).
@@ -293,7 +298,7 @@ class Store(ABC):
         await self._seed_once(version, catalog, seed_lookups)
         await self.promote(version, bundle)
 
-    async def stage(self, version: str, bundle: str, catalog: Catalog) -> None:
+    async def stage(self, version: str, bundle: str, catalog: CatalogSeed) -> None:
         """Seed `version`'s suffix counters from its catalog (never lowering one) and register
         it as staged, then announce it. Refuses (LifecycleError) an active version."""
         if (await self.lifecycle()).active == version:
@@ -311,7 +316,7 @@ class Store(ABC):
         return await self._delete_version(version, batch=batch, max_keys_per_s=max_keys_per_s)
 
     @abstractmethod
-    async def _seed_once(self, version: str, catalog: Catalog, seed_lookups: bool) -> None:
+    async def _seed_once(self, version: str, catalog: CatalogSeed, seed_lookups: bool) -> None:
         """Seed the version unless it is seeded already (see `activate`)."""
 
     @abstractmethod

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from codebooks.sid import codes_key, format_sid
 from store.base import (
-    Catalog,
+    CatalogSeed,
     Lifecycle,
     NewCodes,
     PodInfo,
@@ -113,7 +113,7 @@ class RedisStore(Store):
         self._redis = Redis(connection_pool=self._pool)
         self.keys = Keys(prefix)
         # The catalog of each version this store activated, to seed it again if Redis loses it.
-        self._catalogs: dict[str, tuple[Catalog, bool]] = {}
+        self._catalogs: dict[str, tuple[CatalogSeed, bool]] = {}
 
     async def _call(self, what: str, op: Any) -> Any:
         try:
@@ -128,7 +128,7 @@ class RedisStore(Store):
         value = await self._call("GET active", self._redis.get(self.keys.active()))
         return value.decode() if value is not None else None
 
-    async def _seed_once(self, version: str, catalog: Catalog, seed_lookups: bool) -> None:
+    async def _seed_once(self, version: str, catalog: CatalogSeed, seed_lookups: bool) -> None:
         self._catalogs.pop(version, None)
         self._catalogs[version] = (catalog, seed_lookups)
         for old in list(self._catalogs)[:-KEPT_CATALOGS]:  # the newest two
@@ -336,7 +336,7 @@ def _decoded(item_id: str, value: bytes | None) -> StoredCodes | None:
 
 
 def _seed_commands(
-    k: Keys, version: str, catalog: Catalog, seed_lookups: bool
+    k: Keys, version: str, catalog: CatalogSeed, seed_lookups: bool
 ) -> list[tuple[str, tuple[Any, ...]]]:
     """The commands that seed a version (CPU work: built in a thread). NX everywhere: seeding
     again never lowers a counter or moves a semantic ID that is in use."""

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from codebooks.sid import codes_key, format_sid
 from store.base import (
-    Catalog,
+    CatalogSeed,
     Lifecycle,
     NewCodes,
     PodInfo,
@@ -99,7 +99,7 @@ class SqliteStore(Store):
 
         return await self._run("active version", get)
 
-    async def _seed_once(self, version: str, catalog: Catalog, seed_lookups: bool) -> None:
+    async def _seed_once(self, version: str, catalog: CatalogSeed, seed_lookups: bool) -> None:
         """Seed the version's counters, then its lookups chunk by chunk (each chunk its own
         transaction, idempotent), then mark it seeded. A seed cut short is redone next time:
         nothing marks the version seeded before every chunk is in."""
@@ -391,7 +391,7 @@ def _ids_after(c: sqlite3.Connection, version: str, after: str, limit: int) -> l
     return [str(r[0]) for r in rows]
 
 
-def _seed_lookups(c: sqlite3.Connection, version: str, catalog: Catalog, rows: slice) -> None:
+def _seed_lookups(c: sqlite3.Connection, version: str, catalog: CatalogSeed, rows: slice) -> None:
     """The semantic-ID and prefix rows of catalog items `rows`, in one transaction."""
     items = zip(
         catalog.item_ids[rows].tolist(),

@@ -14,8 +14,7 @@ import pytest
 
 from codebooks import load_bundle
 from runtime import Engine, RawItem
-from service.state import catalog_of
-from store import RedisStore, SqliteStore, Store
+from store import CatalogSeed, RedisStore, SqliteStore, Store
 from tests.service.conftest import running, service_process, wait_ready
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +45,7 @@ async def test_one_process_follows_stage_activate_and_retire(
         async with running(settings) as (app, client):
             state = app.state.qarm
             a_version = state.engine.version
-            await store.stage(b.version, str(bundles["b"]), catalog_of(b))
+            await store.stage(b.version, str(bundles["b"]), CatalogSeed.of(b.bundle))
 
             async def writes_b() -> bool:
                 return b.version in state.written
@@ -131,7 +130,7 @@ async def test_two_processes_follow_one_activation_under_load(
                 await wait_ready(c1, p1)
                 await wait_ready(c2, p2)
                 assert await versions([c1, c2]) == {a.version}
-                await store.stage(b.version, str(bundles["b"]), catalog_of(b))
+                await store.stage(b.version, str(bundles["b"]), CatalogSeed.of(b.bundle))
 
                 async def both_write_b() -> bool:
                     pods = await store.pods()

@@ -15,7 +15,7 @@ import redis
 
 from codebooks.sid import format_sid
 from store import (
-    Catalog,
+    CatalogSeed,
     LifecycleError,
     NewCodes,
     PodInfo,
@@ -29,7 +29,7 @@ from store.base import decode_value
 
 pytestmark = pytest.mark.anyio
 
-CATALOG = Catalog(
+CATALOG = CatalogSeed(
     item_ids=np.array(["c0", "c1", "c2", "c3"]),
     rq_codes=np.array([[1, 2, 3], [1, 2, 3], [1, 5, 0], [7, 7, 7]], dtype=np.int32),
     sid_suffix=np.array([0, 1, 0, 0], dtype=np.int32),
@@ -234,7 +234,7 @@ async def test_sqlite_seeds_in_chunks_and_answers_between_them(tmp_path: Path) -
     every catalog item is still found by semantic ID and by prefix afterwards."""
     n = 60
     rng = np.random.default_rng(0)
-    catalog = Catalog(
+    catalog = CatalogSeed(
         item_ids=np.array([f"i{k}" for k in range(n)]),
         rq_codes=rng.integers(0, 3, size=(n, 3)).astype(np.int32),
         sid_suffix=np.arange(n, dtype=np.int32),

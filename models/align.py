@@ -6,8 +6,8 @@ each process takes its slice of every global batch, the embeddings are all-gathe
 negatives are the whole global batch, and DistributedDataParallel averages the gradients (gloo
 on CPU, NCCL on GPU): N processes with B pairs each take the step one process would with N*B.
 
-Read top to bottom: config, the training loop, then evaluation (recall@K of held-out pairs,
-neighbour purity, the before/after map of Figure 6).
+Read top to bottom: config, input preparation, the training loop, then embedding the catalog.
+How good the embeddings are is measured in `models/quality.py`.
 """
 
 from __future__ import annotations
@@ -420,85 +420,6 @@ def embed(
     for _, inputs in tqdm(batches, desc="embed", total=n_batches, disable=not progress):
         out.append(step({k: v.to(device) for k, v in inputs.items()}).float().cpu())
     return torch.cat(out).numpy().astype(np.float32)
-
-
-def recall_at_k(
-    embeddings: npt.NDArray[np.float32], pairs: PairArray, ks: tuple[int, ...] = (10, 50)
-) -> dict[str, float]:
-    """Share of held-out pairs (a, b) whose b is among a's k nearest items (a itself excluded),
-    counted in both directions: {"recall@10": ..., "recall@50": ...}."""
-    if len(pairs) == 0:
-        return {f"recall@{k}": float("nan") for k in ks}
-    x = torch.from_numpy(embeddings)
-    queries = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    targets = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    k_max = min(max(ks), len(x) - 1)
-    hits = dict.fromkeys(ks, 0)
-    for start in range(0, len(queries), 4096):
-        q = torch.from_numpy(queries[start : start + 4096])
-        t = torch.from_numpy(targets[start : start + 4096])
-        scores = x[q] @ x.T  # (C, N)
-        scores[torch.arange(len(q)), q] = -torch.inf
-        top = scores.topk(k_max, dim=1).indices  # (C, k_max) nearest first
-        rank = (top == t[:, None]).float().argmax(1)
-        found = (top == t[:, None]).any(1)
-        for k in ks:
-            hits[k] += int((found & (rank < k)).sum())
-    return {f"recall@{k}": hits[k] / len(queries) for k in ks}
-
-
-def neighbour_purity(embeddings: npt.NDArray[np.float32], groups: IntArray, k: int = 10) -> float:
-    """Mean share of an item's k nearest items (itself excluded) that share its group."""
-    x = torch.from_numpy(embeddings)
-    g = torch.from_numpy(groups)
-    same = 0.0
-    for start in range(0, len(x), 4096):
-        rows = torch.arange(start, min(start + 4096, len(x)))
-        scores = x[rows] @ x.T
-        scores[torch.arange(len(rows)), rows] = -torch.inf
-        top = scores.topk(min(k, len(x) - 1), dim=1).indices
-        same += float((g[top] == g[rows][:, None]).float().mean(1).sum())
-    return same / len(x)
-
-
-def plot_maps(
-    before: npt.NDArray[np.float32],
-    after: npt.NDArray[np.float32],
-    groups: IntArray,
-    path: Path,
-    *,
-    title: str,
-    max_points: int = 3000,
-    seed: int = 0,
-) -> Path:
-    """Two PCA maps side by side, items coloured by group: the paper's Figure 6, before/after."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(before), size=min(max_points, len(before)), replace=False))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, x, name in ((axes[0], before, "before alignment"), (axes[1], after, "after alignment")):
-        xy = _pca2(x[rows])
-        ax.scatter(xy[:, 0], xy[:, 1], c=groups[rows] % 20, cmap="tab20", s=4, alpha=0.7)
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _pca2(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    centred = x.astype(np.float64) - x.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    out: npt.NDArray[np.float64] = centred @ vt[:2].T
-    return out
 
 
 def config_dict(config: AlignConfig) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -35,16 +34,15 @@ from catalogs.movielens import movielens_files
 from catalogs.synthetic import SyntheticCatalog, synthetic_catalog, synthetic_interactions
 from codebooks.build import BuildConfig, build, train_codebooks
 from codebooks.embeddings import checked
+from codebooks.stages import stage
 from models.align import (
     AlignConfig,
+    AlignResult,
     InputsFn,
     catalog_inputs,
     distributed,
     embed,
     feature_inputs,
-    neighbour_purity,
-    plot_maps,
-    recall_at_k,
     text_features,
     train,
 )
@@ -64,7 +62,8 @@ from models.export import (
     session,
     write_tokenizer,
 )
-from models.pairs import MinedPairs, PairConfig, future_pairs, mine_pairs
+from models.pairs import MinedPairs, PairArray, PairConfig, future_pairs, mine_pairs
+from models.quality import confounder_gap, neighbour_purity, pair_recall, plot_maps
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +115,47 @@ def load_data(config: PipelineConfig) -> tuple[Catalog, Interactions]:
     return load_files(files, config.reports / "media", progress=config.align.progress)
 
 
+@dataclass(frozen=True)
+class Mined:
+    """The data and the pairs an encoder learns from."""
+
+    catalog: Catalog
+    events: Interactions  # what the encoder may learn from (with a holdout: warm items' past)
+    warm: npt.NDArray[np.bool_]  # (N,) catalog rows the codebooks are built on
+    pairs: MinedPairs
+    future: PairArray | None  # with a holdout: pairs from after the training period
+
+
+def mine(config: PipelineConfig) -> Mined:
+    catalog, whole_log = load_data(config)
+    n = len(catalog)
+    if config.holdout is None:
+        pairs = mine_pairs(whole_log, n, config.pairs)
+        return Mined(catalog, whole_log, np.ones(n, dtype=bool), pairs, None)
+    events = whole_log.take(config.holdout.training_events(whole_log, n))
+    pairs = mine_pairs(events, n, config.pairs)
+    future = future_pairs(whole_log, n, config.pairs, pairs)
+    log.info("%d pairs from after the training period", len(future))
+    return Mined(catalog, events, ~config.holdout.cold_items(n), pairs, future)
+
+
+def encoder_and_inputs(
+    config: PipelineConfig, catalog: Catalog, tokenizer: Any
+) -> tuple[MultimodalEncoder | FeatureEncoder, InputsFn]:
+    """The encoder to align and how catalog rows become its inputs (a frozen text tower's
+    vectors are computed once here and cached)."""
+    if config.mode == "features":
+        upstream = _upstream_features(config, catalog, tokenizer)
+        return FeatureEncoder(upstream.shape[1], config.encoder), feature_inputs(upstream)
+    model = MultimodalEncoder(config.encoder)
+    cache = (
+        text_features(model, catalog, tokenizer, progress=config.align.progress)
+        if model.text_frozen
+        else None
+    )
+    return model, catalog_inputs(catalog, tokenizer, cache)
+
+
 def run(config: PipelineConfig) -> PipelineResult | None:
     """Run every stage and write one bundle; returns its path and the report.
 
@@ -123,69 +163,76 @@ def run(config: PipelineConfig) -> PipelineResult | None:
     builds, and the other ranks return None.
     """
     seconds: dict[str, float] = {}
-    t = time.perf_counter()
     torch.manual_seed(config.seed)
-    catalog, whole_log = load_data(config)
-    n = len(catalog)
-    warm = np.ones(n, dtype=bool)
-    events = whole_log
-    if config.holdout is not None:
-        events = whole_log.take(config.holdout.training_events(whole_log, n))
-        warm = ~config.holdout.cold_items(n)
-    pairs = mine_pairs(events, n, config.pairs)
-    future = None
-    if config.holdout is not None:
-        future = future_pairs(whole_log, n, config.pairs, pairs)
-        log.info("%d pairs from after the training period", len(future))
-    seconds["data_and_pairs"] = _lap(t)
-
-    t = time.perf_counter()
-    torch.manual_seed(config.seed)  # the encoder's init must not depend on what mining drew
-    tokenizer = load_tokenizer(config.encoder.max_text_tokens)
-    model: MultimodalEncoder | FeatureEncoder
-    if config.mode == "features":
-        upstream = _upstream_features(config, catalog, tokenizer)
-        model = FeatureEncoder(upstream.shape[1], config.encoder)
-        inputs_fn: InputsFn = feature_inputs(upstream)
-    else:
-        model = MultimodalEncoder(config.encoder)
-        cache = (
-            text_features(model, catalog, tokenizer, progress=config.align.progress)
-            if model.text_frozen
-            else None
-        )
-        inputs_fn = catalog_inputs(catalog, tokenizer, cache)
-    before = _embed(model, inputs_fn, n, config.align)
-    quality_before = _quality(before, pairs, catalog, future)
-    seconds["embed_before"] = _lap(t)
-
-    t = time.perf_counter()
-    align_config = replace(config.align, checkpoint_dir=config.reports / "checkpoints")
-    result = train(model, inputs_fn, pairs.train, align_config)
-    seconds["align"] = _lap(t)
+    with stage("data_and_pairs", seconds, log):
+        mined = mine(config)
+    n = len(mined.catalog)
+    with stage("embed_before", seconds, log):
+        torch.manual_seed(config.seed)  # the encoder's init must not depend on what mining drew
+        tokenizer = load_tokenizer(config.encoder.max_text_tokens)
+        model, inputs_fn = encoder_and_inputs(config, mined.catalog, tokenizer)
+        before = _embed(model, inputs_fn, n, config.align)
+        quality_before = _quality(before, mined)
+    with stage("align", seconds, log):
+        align = replace(config.align, checkpoint_dir=config.reports / "checkpoints")
+        result = train(model, inputs_fn, mined.pairs.train, align)
     if distributed()[0] != 0:
         return None
+    with stage("embed_after", seconds, log):
+        after = _embed(model, inputs_fn, n, config.align)
+        quality_after = _quality(after, mined)
+        png = plot_maps(
+            before,
+            after,
+            mined.catalog.groups,
+            config.reports / f"alignment-{config.data}.png",
+            title=f"{config.data}: item embeddings by {_grouped_by(config)}",
+        )
+    report = _report(config, mined, quality_before, quality_after, result, png)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with stage("export", seconds, log):
+            exported = _export(config, model, mined.catalog, tokenizer, inputs_fn, after, tmp)
+        report.update(exported.report, seconds=dict(seconds))  # the bundle's copy: no build
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        extra = {**exported.files, REPORT_FILE: tmp / REPORT_FILE}
+        if config.holdout is not None:
+            cold = ~mined.warm
+            extra[HOLDOUT_FILE] = write_holdout(
+                config.holdout, mined.catalog.ids, cold, extra[ENCODER_FILE], inputs_fn, tmp
+            )
+        with stage("build", seconds, log):
+            bundle = build(
+                mined.catalog.ids[mined.warm],
+                after[mined.warm],
+                config.build,
+                config.out,
+                extra_files=extra,
+                encoder=exported.spec,
+            )
+    report.update(seconds=seconds, bundle=str(bundle))
+    _write_reports(config.reports, report)
+    return PipelineResult(bundle=bundle, report=report)
 
-    t = time.perf_counter()
-    after = _embed(model, inputs_fn, n, config.align)
-    quality_after = _quality(after, pairs, catalog, future)
-    png = plot_maps(
-        before,
-        after,
-        catalog.groups,
-        config.reports / f"alignment-{config.data}.png",
-        title=f"{config.data}: item embeddings by {_grouped_by(config)}",
-    )
-    seconds["embed_after"] = _lap(t)
 
-    report: dict[str, Any] = {
+def _report(
+    config: PipelineConfig,
+    mined: Mined,
+    before: dict[str, float],
+    after: dict[str, float],
+    result: AlignResult,
+    png: Path,
+) -> dict[str, Any]:
+    """The alignment report's body: data, pairs, quality before and after, training."""
+    future = {"future": len(mined.future)} if mined.future is not None else {}
+    return {
         "data": config.data,
         "mode": config.mode,
-        "items": n,
-        "events": len(events),
-        "pairs": {**pairs.counts, **({"future": len(future)} if future is not None else {})},
-        "before": quality_before,
-        "after": quality_after,
+        "items": len(mined.catalog),
+        "events": len(mined.events),
+        "pairs": {**mined.pairs.counts, **future},
+        "before": before,
+        "after": after,
         "align": {
             "steps": result.steps_done,
             "pairs_per_s": round(result.pairs_per_s, 1),
@@ -195,31 +242,6 @@ def run(config: PipelineConfig) -> PipelineResult | None:
         "map": str(png),
         "config": _jsonable(asdict(config)),
     }
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        t = time.perf_counter()
-        extra, spec = _export(config, model, catalog, tokenizer, inputs_fn, after, tmp, report)
-        seconds["export"] = _lap(t)
-        report["seconds"] = seconds
-        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        extra[REPORT_FILE] = tmp / REPORT_FILE
-        if config.holdout is not None:
-            extra[HOLDOUT_FILE] = write_holdout(
-                config.holdout, catalog.ids, ~warm, extra[ENCODER_FILE], inputs_fn, tmp
-            )
-        t = time.perf_counter()
-        bundle = build(
-            catalog.ids[warm],
-            after[warm],
-            config.build,
-            config.out,
-            extra_files=extra,
-            encoder=spec,
-        )
-        seconds["build"] = _lap(t)
-    report["bundle"] = str(bundle)
-    _write_reports(config.reports, report)
-    return PipelineResult(bundle=bundle, report=report)
 
 
 def _embed(
@@ -237,6 +259,13 @@ def _grouped_by(config: PipelineConfig) -> str:
     return f"`{files.group_column}`" if files and files.group_column else "(no group column)"
 
 
+@dataclass(frozen=True)
+class Exported:
+    files: dict[str, Path]  # bundle file name -> the file written in the run's temp folder
+    spec: dict[str, Any]  # the manifest's encoder section
+    report: dict[str, Any]  # parity and int8 agreement, for the alignment report
+
+
 def _export(
     config: PipelineConfig,
     model: MultimodalEncoder | FeatureEncoder,
@@ -245,9 +274,8 @@ def _export(
     inputs_fn: InputsFn,
     after: npt.NDArray[np.float32],
     tmp: Path,
-    report: dict[str, Any],
-) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Export, check parity (refuse > 1e-4), try int8; returns extra files and the spec."""
+) -> Exported:
+    """Export, check parity (refuse > 1e-4), try int8."""
     rows = np.arange(min(32, len(catalog)))
     real = {k: v for k, v in inputs_fn(rows).items() if k != "text"}
     if isinstance(model, FeatureEncoder):
@@ -261,7 +289,7 @@ def _export(
     onnx_path = export_onnx(model, tmp / ENCODER_FILE, real)
     sess = session(onnx_path)
     parity = {"real": max_abs_diff(model, sess, real), "random": max_abs_diff(model, sess, rand)}
-    report["parity_max_abs_diff"] = parity
+    report: dict[str, Any] = {"parity_max_abs_diff": parity}
     if max(parity.values()) > PARITY_TOLERANCE:
         raise RuntimeError(f"{onnx_path}: ONNX differs from torch by {parity} > {PARITY_TOLERANCE}")
     extra = {ENCODER_FILE: onnx_path}
@@ -278,7 +306,7 @@ def _export(
             extra[INT8_FILE] = int8_path
     n_features = model.n_features if isinstance(model, FeatureEncoder) else None
     spec = encoder_spec(config.encoder, int8=keep_int8, mode=config.mode, n_features=n_features)
-    return extra, spec
+    return Exported(extra, spec, report)
 
 
 def _int8_check(
@@ -336,40 +364,20 @@ def _upstream_features(
     return text_features(upstream, catalog, tokenizer).numpy()
 
 
-def _quality(
-    emb: npt.NDArray[np.float32],
-    pairs: MinedPairs,
-    catalog: Catalog,
-    future: npt.NDArray[np.int64] | None = None,
-) -> dict[str, float]:
+def _quality(emb: npt.NDArray[np.float32], mined: Mined) -> dict[str, float]:
     """Recall of held-out pairs (and, with a holdout, of the pairs from after the training
     period), and how many of an item's 10 nearest share its group (and, on synthetic data, its
     content style: the confounder that alignment should see through)."""
-    out = recall_at_k(emb, pairs.held_out)
-    if future is not None:
-        out.update({f"future {k}": v for k, v in recall_at_k(emb, future).items()})
+    catalog = mined.catalog
+    out = pair_recall(emb, mined.pairs.held_out)
+    if mined.future is not None:
+        out.update({f"future {k}": v for k, v in pair_recall(emb, mined.future).items()})
     if len(np.unique(catalog.groups)) > 1:
         out["group_purity@10"] = neighbour_purity(emb, catalog.groups)
     if isinstance(catalog, SyntheticCatalog):
         out["style_purity@10"] = neighbour_purity(emb, catalog.style)
         out.update(confounder_gap(emb, catalog))
     return {k: round(v, 4) for k, v in out.items()}
-
-
-def confounder_gap(
-    emb: npt.NDArray[np.float32], catalog: SyntheticCatalog, max_items: int = 3000
-) -> dict[str, float]:
-    """Figure 6 in numbers: mean cosine of item pairs that share a business but not a style
-    ("bought alike, look different") and of pairs that share a style but not a business ("look
-    alike, bought by others"). Content puts the second above the first; alignment should not."""
-    rows = np.random.default_rng(0).permutation(len(emb))[:max_items]
-    x, b, s = emb[rows], catalog.business[rows], catalog.style[rows]
-    sims = x @ x.T
-    same_b, same_s = b[:, None] == b[None, :], s[:, None] == s[None, :]
-    return {
-        "cos_same_business_other_style": float(sims[same_b & ~same_s].mean()),
-        "cos_same_style_other_business": float(sims[same_s & ~same_b].mean()),
-    }
 
 
 def _write_reports(folder: Path, report: dict[str, Any]) -> None:
@@ -396,10 +404,6 @@ def markdown_table(report: dict[str, Any]) -> str:
             "",
         ]
     )
-
-
-def _lap(start: float) -> float:
-    return round(time.perf_counter() - start, 2)
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,12 +22,10 @@ from models.align import (
     embed,
     feature_inputs,
     info_nce,
-    neighbour_purity,
-    plot_maps,
-    recall_at_k,
     train,
 )
 from models.encoder import EncoderConfig, FeatureEncoder
+from models.quality import neighbour_purity, pair_recall, plot_maps
 from tests.models import ddp_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +84,7 @@ def test_alignment_improves_held_out_recall() -> None:
     after = embed(model, inputs, len(feats))
     assert np.mean(result.losses[-10:]) < np.mean(result.losses[:10])
     # Groups of ~40: recall@50 can reach 1 once the groups are found under the distractor.
-    assert recall_at_k(after, held)["recall@50"] > recall_at_k(before, held)["recall@50"] + 0.2
+    assert pair_recall(after, held)["recall@50"] > pair_recall(before, held)["recall@50"] + 0.2
     # The distractor rules the neighbourhoods before, the behaviour groups after (Figure 6).
     assert neighbour_purity(before, distractor) > neighbour_purity(before, group)
     assert neighbour_purity(after, group) > neighbour_purity(after, distractor)
@@ -133,7 +131,7 @@ def test_resume_continues_where_the_checkpoint_left_off(tmp_path: Path) -> None:
         torch.testing.assert_close(a, b)
 
 
-def test_recall_at_k_matches_brute_force() -> None:
+def test_pair_recall_matches_brute_force() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50, 4)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -144,7 +142,7 @@ def test_recall_at_k_matches_brute_force() -> None:
         scores = x @ x[a]
         scores[a] = -np.inf
         hits += b in np.argsort(-scores)[:10]
-    assert recall_at_k(x, pairs, (10,))["recall@10"] == pytest.approx(hits / (2 * len(pairs)))
+    assert pair_recall(x, pairs, (10,))["recall@10"] == pytest.approx(hits / (2 * len(pairs)))
 
 
 def test_plot_maps_writes_a_png(tmp_path: Path) -> None:

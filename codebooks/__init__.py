@@ -6,6 +6,7 @@ numpy + faiss only (no torch); every other room reads or writes bundles through 
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import Bundle, BundleError, latest_bundle, load_bundle
 from codebooks.embeddings import EmbeddingError
+from codebooks.encoder_spec import EncoderSpec
 from codebooks.quantizer import Quantizer
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "EmbeddingError",
+    "EncoderSpec",
     "Quantizer",
     "build",
     "latest_bundle",

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,10 +24,12 @@ from codebooks.bundle import (
 )
 from codebooks.device import GpuMode, use_gpu
 from codebooks.embeddings import Float32Array, checked
+from codebooks.encoder_spec import EncoderSpec
 from codebooks.metrics import collision_metrics, level_metrics
 from codebooks.rq import ResidualCodebooks, rq_encode
 from codebooks.rq_train import train_faiss_rq, train_residual_kmeans
 from codebooks.sid import assign_suffixes
+from codebooks.stages import stage
 from codebooks.vq import build_vq_index, choose_kind
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def build(
     *,
     progress: bool = False,
     extra_files: Mapping[str, Path] | None = None,
-    encoder: dict[str, Any] | None = None,
+    encoder: EncoderSpec | None = None,
 ) -> Path:
     """Build and write one bundle version under `out_root`; return its folder.
 
@@ -102,12 +102,12 @@ def build(
     gpu = use_gpu(config.gpu)
     seconds: dict[str, float] = {}
 
-    with _stage("rq_train", seconds):
+    with stage("rq_train", seconds, log):
         books = train_codebooks(x, config, gpu=gpu, progress=progress)
-    with _stage("rq_assign", seconds):
+    with stage("rq_assign", seconds, log):
         encoding = rq_encode(x, books)
         suffix = assign_suffixes(encoding.codes)
-    with _stage("vq_index", seconds):
+    with stage("vq_index", seconds, log):
         kind = choose_kind(n, config.vq_index, config.exact_max_items)
         index, vq_info = build_vq_index(
             x,
@@ -118,7 +118,7 @@ def build(
             seed=config.seed,
             gpu=gpu,
         )
-    with _stage("metrics", seconds):
+    with stage("metrics", seconds, log):
         levels = level_metrics(encoding.codes, config.centroids, encoding.level_mse)
         collisions = collision_metrics(encoding.codes)
 
@@ -206,12 +206,3 @@ def _train_rq(
         gpu=gpu,
         progress=progress,
     )
-
-
-@contextmanager
-def _stage(name: str, seconds: dict[str, float]) -> Iterator[None]:
-    log.info("build: %s ...", name)
-    start = time.perf_counter()
-    yield
-    seconds[name] = round(time.perf_counter() - start, 3)
-    log.info("build: %s done in %.2fs", name, seconds[name])

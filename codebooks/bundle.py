@@ -4,7 +4,9 @@ A bundle is a folder of files plus `manifest.json`, which lists each file with i
 size and states the shapes (d, K, L, Nc, N). It is written to a hidden temporary folder and
 renamed into place, so a reader never sees half a bundle, and its files are made read-only: a
 new build is a new version. `load_bundle` verifies every checksum and shape before anything is
-used and refuses a bad bundle with a `BundleError` that names the file.
+used and refuses a bad bundle with a `BundleError` that names the file. The manifest's
+`encoder` section is typed (`codebooks.encoder_spec.EncoderSpec`): a malformed one is refused
+naming its field, and the files it names must be checksummed files of the bundle.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from codebooks.encoder_spec import EncoderSpec
 from codebooks.metrics import CollisionMetrics, LevelMetrics
 from codebooks.rq import Int32Array, ResidualCodebooks
 
@@ -91,7 +94,7 @@ class Manifest(_Strict):
     vq: VQManifest
     rq: RQManifest
     metrics: BuildMetrics
-    encoder: dict[str, Any] | None = None  # input spec of encoder.onnx, written by models/
+    encoder: EncoderSpec | None = None  # input spec of encoder.onnx, written by models/
     files: dict[str, FileEntry]
 
 
@@ -178,7 +181,7 @@ def load_manifest(path: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate_json(manifest_path.read_text())
     except ValidationError as err:
-        raise BundleError(f"{manifest_path}: not a valid manifest: {err}") from err
+        raise BundleError(f"{manifest_path}: not a valid manifest: {_describe(err)}") from err
     if manifest.schema_version != SCHEMA_VERSION:
         raise BundleError(
             f"{manifest_path}: schema version {manifest.schema_version}, "
@@ -187,17 +190,36 @@ def load_manifest(path: Path) -> Manifest:
     return manifest
 
 
-# The encoder section's keys that name bundle files (docs/bundle.md).
-ENCODER_FILE_KEYS = ("file", "int8_file", "tokenizer")
+def _describe(err: ValidationError) -> str:
+    """Each error as `field.path: message (got value)`, e.g. `encoder.file: Field required`."""
+    parts = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"])
+        got = "" if e["type"] == "missing" else f" (got {_short(e['input'])})"
+        parts.append(f"{where}: {e['msg']}{got}" if where else f"{e['msg']}{got}")
+    return "; ".join(parts)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def verify_files(path: Path, manifest: Manifest) -> None:
     """Every core file and every file the encoder section names is listed (so checksummed),
     and every listed file is present with its size and sha256."""
-    named = [str(v) for k, v in (manifest.encoder or {}).items() if k in ENCODER_FILE_KEYS and v]
-    for name in (*CORE_FILES, *named):
+    named = manifest.encoder.named_files() if manifest.encoder is not None else {}
+    for field, name in named.items():
+        problem = None
         if Path(name).name != name or name in {".", ".."}:
-            raise BundleError(f"{path / MANIFEST}: {name!r} is not a file name inside the bundle")
+            problem = "is not a file name inside the bundle"
+        elif name not in manifest.files:
+            problem = "is not listed in its files, so not checksummed"
+        elif not (path / name).is_file():
+            problem = "is missing from the bundle"
+        if problem:
+            raise BundleError(f"{path / MANIFEST}: encoder.{field}: {name!r} {problem}")
+    for name in CORE_FILES:
         if name not in manifest.files:
             raise BundleError(f"{path / name}: not listed in {MANIFEST}")
     for name, entry in manifest.files.items():

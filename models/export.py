@@ -2,9 +2,10 @@
 
 `export_onnx` writes `encoder.onnx` with a dynamic batch axis (and a dynamic token axis);
 `quantize_int8` writes a dynamically quantised variant that the pipeline keeps only when it
-agrees with fp32 (`int8_agreement`); `encoder_spec` is the manifest's `encoder` section and
-`write_tokenizer` the tokenizer.json the service loads. The service needs no torch: everything
-it must do to an item before the graph is stated in that section.
+agrees with fp32 (`int8_agreement`); `encoder_spec` is the manifest's `encoder` section (a
+`codebooks.encoder_spec.EncoderSpec`) and `write_tokenizer` the tokenizer.json the service
+loads. The service needs no torch: everything it must do to an item before the graph is stated
+in that section.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from codebooks.encoder_spec import BackboneRecord, EncoderSpec, TensorSpec
 from codebooks.rq import ResidualCodebooks, rq_encode
 from models.backbone import file_sha256
 from models.encoder import (
@@ -192,46 +194,51 @@ def write_tokenizer(tokenizer: Tokenizer, path: Path) -> Path:
 
 def encoder_spec(
     config: EncoderConfig, *, int8: bool, mode: str = "multimodal", n_features: int | None = None
-) -> dict[str, Any]:
-    """The manifest's `encoder` section (docs/bundle.md, "The encoder section")."""
+) -> EncoderSpec:
+    """The manifest's `encoder` section (docs/bundle.md, "The encoder section"). The keys set
+    here are the keys written: features mode sets no multimodal ones, and a backbone record
+    only when that tower started from a file."""
     if mode == "features":
         if n_features is None:
             raise ValueError("features mode needs n_features")
-        return {
-            "file": ENCODER_FILE,
-            "int8_file": INT8_FILE if int8 else None,
-            "mode": "features",
-            "inputs": {FEATURE_INPUT: ["float32", ["batch", n_features]]},
-            "output": OUTPUT_NAME,
-        }
+        return EncoderSpec(
+            file=ENCODER_FILE,
+            int8_file=INT8_FILE if int8 else None,
+            mode="features",
+            inputs={FEATURE_INPUT: TensorSpec("float32", ["batch", n_features])},
+            output=OUTPUT_NAME,
+        )
+    if mode != "multimodal":
+        raise ValueError(f"mode {mode!r}: multimodal or features")
     s = config.image_size
-    return {
-        "file": ENCODER_FILE,
-        "int8_file": INT8_FILE if int8 else None,
-        "mode": "multimodal",
-        "tokenizer": TOKENIZER_FILE,
-        "max_text_tokens": config.max_text_tokens,
-        "image_size": s,
-        "audio_sample_rate": config.sample_rate,
-        "audio_samples": config.audio_samples,
-        "inputs": {
-            "input_ids": ["int64", ["batch", "tokens"]],
-            "attention_mask": ["int64", ["batch", "tokens"]],
-            "image": ["float32", ["batch", 3, s, s]],
-            "image_mask": ["float32", ["batch"]],
-            "audio": ["float32", ["batch", config.audio_samples]],
-            "audio_mask": ["float32", ["batch"]],
-        },
-        "output": OUTPUT_NAME,
-        **_backbone_spec("image_backbone", config.image_backbone),
-        **_backbone_spec("audio_backbone", config.audio_backbone),
+    backbones: dict[str, Any] = {  # only the towers that started from a file: unset, unwritten
+        key: BackboneRecord(name=path.name, sha256=file_sha256(path))
+        for key, path in (
+            ("image_backbone", config.image_backbone),
+            ("audio_backbone", config.audio_backbone),
+        )
+        if path is not None
     }
-
-
-def _backbone_spec(key: str, path: Path | None) -> dict[str, Any]:
-    """Provenance of a pretrained tower: name and sha256 of the file its weights started from
-    (the trained weights are inside encoder.onnx, so it is no bundle file); {} without one."""
-    return {} if path is None else {key: {"name": path.name, "sha256": file_sha256(path)}}
+    return EncoderSpec(
+        file=ENCODER_FILE,
+        int8_file=INT8_FILE if int8 else None,
+        mode="multimodal",
+        tokenizer=TOKENIZER_FILE,
+        max_text_tokens=config.max_text_tokens,
+        image_size=s,
+        audio_sample_rate=config.sample_rate,
+        audio_samples=config.audio_samples,
+        inputs={
+            "input_ids": TensorSpec("int64", ["batch", "tokens"]),
+            "attention_mask": TensorSpec("int64", ["batch", "tokens"]),
+            "image": TensorSpec("float32", ["batch", 3, s, s]),
+            "image_mask": TensorSpec("float32", ["batch"]),
+            "audio": TensorSpec("float32", ["batch", config.audio_samples]),
+            "audio_mask": TensorSpec("float32", ["batch"]),
+        },
+        output=OUTPUT_NAME,
+        **backbones,
+    )
 
 
 def random_inputs(

@@ -34,6 +34,7 @@ from catalogs.movielens import movielens_files
 from catalogs.synthetic import SyntheticCatalog, synthetic_catalog, synthetic_interactions
 from codebooks.build import BuildConfig, build, train_codebooks
 from codebooks.embeddings import checked
+from codebooks.encoder_spec import EncoderSpec
 from codebooks.stages import stage
 from models.align import (
     AlignConfig,
@@ -262,7 +263,7 @@ def _grouped_by(config: PipelineConfig) -> str:
 @dataclass(frozen=True)
 class Exported:
     files: dict[str, Path]  # bundle file name -> the file written in the run's temp folder
-    spec: dict[str, Any]  # the manifest's encoder section
+    spec: EncoderSpec  # the manifest's encoder section
     report: dict[str, Any]  # parity and int8 agreement, for the alignment report
 
 

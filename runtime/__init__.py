@@ -6,7 +6,7 @@ encoder inputs, `encoder` runs the bundle's encoder.onnx, `engine` ties them to 
 """
 
 from runtime.decode import DecodeError
-from runtime.encoder import Content, Encoder, EncoderSpec
+from runtime.encoder import Content, Encoder
 from runtime.engine import (
     Cost,
     Encoded,
@@ -23,7 +23,6 @@ __all__ = [
     "DecodeError",
     "Encoded",
     "Encoder",
-    "EncoderSpec",
     "Engine",
     "EngineOptions",
     "InputLimits",

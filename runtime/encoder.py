@@ -1,4 +1,4 @@
-"""The bundle's encoder.onnx behind ONNX Runtime, driven by `manifest["encoder"]` alone.
+"""The bundle's encoder.onnx behind ONNX Runtime, driven by `manifest.encoder` alone.
 
 docs/bundle.md (the encoder contract) says what goes in: token ids and attention mask from
 `tokenizer.json`, truncated to `max_text_tokens`; an RGB image in [0, 1] resized to
@@ -6,7 +6,8 @@ docs/bundle.md (the encoder contract) says what goes in: token ids and attention
 padded to `audio_samples`, with an `audio_mask`; or, `mode: "features"`, one `features`
 float32 (batch, F) input. The output is an L2-normalised float32 (batch, d). Whatever encoder
 the models room exports to that contract drops in unchanged; `int8_file` is used when
-`encoder_int8` asks for it and the manifest has one (null: `file`).
+`encoder_int8` asks for it and the manifest has one (null: `file`). The section's type,
+`EncoderSpec`, lives with the bundle (codebooks/encoder_spec.py), which validates it on load.
 """
 
 from __future__ import annotations
@@ -19,34 +20,15 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, ValidationError
 from tokenizers import Tokenizer
 
 from codebooks import BundleError
+from codebooks.encoder_spec import FEATURES_INPUT, MULTIMODAL_INPUTS, EncoderSpec
 
 log = logging.getLogger(__name__)
 
 Float32Array = npt.NDArray[np.float32]
 Int64Array = npt.NDArray[np.int64]
-
-MULTIMODAL_INPUTS = ("input_ids", "attention_mask", "image", "image_mask", "audio", "audio_mask")
-FEATURES_INPUT = "features"
-
-
-class EncoderSpec(BaseModel):
-    """`manifest["encoder"]` as docs/bundle.md defines it."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    file: str
-    int8_file: str | None = None  # a quantised copy of `file`, same inputs and output
-    mode: Literal["multimodal", "features"]
-    tokenizer: str | None = None
-    max_text_tokens: int = 32
-    image_size: int = 64
-    audio_sample_rate: int = 16000
-    audio_samples: int = 16000
-    output: str = "embedding"
 
 
 @dataclass(frozen=True)
@@ -80,21 +62,19 @@ class Encoder:
     def __init__(
         self,
         bundle_path: Path,
-        spec_fields: dict[str, Any],
+        spec: EncoderSpec,
         *,
         provider: Literal["auto", "cpu", "cuda"],
         threads: int,
         int8: bool = False,
     ) -> None:
-        manifest = bundle_path / "manifest.json"
-        try:
-            self.spec = EncoderSpec.model_validate(spec_fields)
-        except ValidationError as err:
-            raise BundleError(f"{manifest}: encoder section: {err}") from err
+        self.spec = spec
         self.tokenizer: Tokenizer | None = None
         if self.spec.mode == "multimodal":
-            if self.spec.tokenizer is None:
-                raise BundleError(f"{manifest}: the multimodal encoder names no tokenizer")
+            if self.spec.tokenizer is None:  # refused by EncoderSpec; kept for the type checker
+                raise BundleError(
+                    f"{bundle_path / 'manifest.json'}: the multimodal encoder names no tokenizer"
+                )
             # Padding is ours (to the batch's longest, id 0, mask 0); truncation is the spec's.
             self.tokenizer = Tokenizer.from_file(str(bundle_path / self.spec.tokenizer))
             self.tokenizer.no_padding()

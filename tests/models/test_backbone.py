@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from catalogs.synthetic import SyntheticCatalog
+from codebooks.encoder_spec import BackboneRecord
 from models.backbone import Backbone, load_backbone
 from models.encoder import INPUT_NAMES, EncoderConfig, MultimodalEncoder, encode_inputs
 from models.export import encoder_spec, export_onnx, max_abs_diff, random_inputs, session
@@ -195,13 +196,13 @@ def test_onnx_parity_on_real_items(
 def test_manifest_records_the_backbone_files(backbones: Backbones) -> None:
     config = EncoderConfig(image_backbone=backbones.image, audio_backbone=backbones.audio)
     spec = encoder_spec(config, int8=False)
-    assert spec["image_backbone"] == {
-        "name": "image.pt2",
-        "sha256": hashlib.sha256(backbones.image.read_bytes()).hexdigest(),
-    }
-    assert spec["audio_backbone"]["name"] == "audio.pt2"
-    assert spec["file"] == "encoder.onnx"  # the bundle files are unchanged
-    assert "image_backbone" not in encoder_spec(EncoderConfig(), int8=False)
+    assert spec.image_backbone == BackboneRecord(
+        name="image.pt2", sha256=hashlib.sha256(backbones.image.read_bytes()).hexdigest()
+    )
+    assert spec.audio_backbone is not None
+    assert spec.audio_backbone.name == "audio.pt2"
+    assert spec.file == "encoder.onnx"  # the bundle files are unchanged
+    assert "image_backbone" not in encoder_spec(EncoderConfig(), int8=False).model_dump()
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer
 
 from catalogs.synthetic import SyntheticCatalog
+from codebooks.encoder_spec import EncoderSpec, TensorSpec
 from codebooks.rq_train import train_residual_kmeans
 from models.encoder import EncoderConfig, FeatureEncoder, MultimodalEncoder, encode_inputs
 from models.export import (
@@ -77,7 +78,10 @@ def test_graph_and_spec_follow_the_documented_contract(
     onnx_path: Path, encoder_config: EncoderConfig
 ) -> None:
     documented = _documented_spec()
-    assert encoder_spec(encoder_config, int8=True) == documented
+    spec = encoder_spec(encoder_config, int8=True)
+    assert spec.model_dump(mode="json") == documented  # the JSON written, key for key
+    assert list(spec.model_dump(mode="json")) == list(documented)  # in the documented order
+    assert spec == EncoderSpec.model_validate(documented)
     sess = session(onnx_path)
     types = {"int64": "tensor(int64)", "float32": "tensor(float)"}
     inputs = documented["inputs"]
@@ -129,6 +133,13 @@ def test_feature_mode_export(tmp_path: Path) -> None:
     sess = session(path)
     assert max_abs_diff(model, sess, {"features": torch.randn(13, 24)}) <= TOLERANCE
     spec = encoder_spec(EncoderConfig(dim=8), int8=False, mode="features", n_features=24)
-    assert spec["inputs"] == {"features": ["float32", ["batch", 24]]}
-    assert spec["int8_file"] is None
+    assert spec.inputs == {"features": TensorSpec("float32", ["batch", 24])}
+    assert spec.int8_file is None
+    assert spec.model_dump(mode="json") == {  # no multimodal key is written in features mode
+        "file": "encoder.onnx",
+        "int8_file": None,
+        "mode": "features",
+        "inputs": {"features": ["float32", ["batch", 24]]},
+        "output": "embedding",
+    }
     assert [i.name for i in sess.get_inputs()] == ["features"]

@@ -65,10 +65,11 @@ def test_bundle_serves_without_torch_code(synthetic_run: Run) -> None:
     bundle = load_bundle(path)
     spec = bundle.manifest.encoder
     assert spec is not None
+    assert spec.tokenizer is not None
     catalog = synthetic_catalog(240, n_groups=6, seed=0)
     rows = np.arange(0, 240, 7)
     content = catalog.content(rows)
-    tokenizer = Tokenizer.from_file(str(path / spec["tokenizer"]))
+    tokenizer = Tokenizer.from_file(str(path / spec.tokenizer))
     encodings = tokenizer.encode_batch(content.texts)
     feed: dict[str, np.ndarray] = {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
@@ -78,9 +79,9 @@ def test_bundle_serves_without_torch_code(synthetic_run: Run) -> None:
         "audio": content.audio,
         "audio_mask": content.audio_mask,
     }
-    assert feed["image"].shape[1:] == (3, spec["image_size"], spec["image_size"])
-    assert feed["audio"].shape[1] == spec["audio_samples"]
-    emb = session(path / spec["file"]).run([spec["output"]], feed)[0]
+    assert feed["image"].shape[1:] == (3, spec.image_size, spec.image_size)
+    assert feed["audio"].shape[1] == spec.audio_samples
+    emb = session(path / spec.file).run([spec.output], feed)[0]
     vq, rq = Quantizer(bundle, gpu="off").encode(emb)
     np.testing.assert_array_equal(vq[:, 0], rows)  # each item's nearest VQ row is itself
     assert (rq == bundle.rq_codes[rows]).all(axis=1).mean() >= 0.95
@@ -122,8 +123,9 @@ def test_movielens_in_features_mode(tmp_path: Path) -> None:
     manifest = load_bundle(result.bundle).manifest
     assert manifest.n_items == 63
     assert manifest.encoder is not None
-    assert manifest.encoder["mode"] == "features"
-    assert manifest.encoder["inputs"] == {"features": ["float32", ["batch", 384]]}
+    assert manifest.encoder.mode == "features"
+    inputs = manifest.encoder.model_dump(mode="json")["inputs"]
+    assert inputs == {"features": ["float32", ["batch", 384]]}
     assert "tokenizer.json" not in manifest.files
 
 
@@ -171,7 +173,7 @@ def test_your_own_files_go_the_same_way(tmp_path: Path) -> None:
     bundle = load_bundle(result.bundle)
     assert bundle.item_ids.tolist() == catalog.ids.tolist()
     assert bundle.manifest.encoder is not None
-    assert bundle.manifest.encoder["mode"] == "multimodal"
+    assert bundle.manifest.encoder.mode == "multimodal"
     assert result.report["data"] == "files"
     assert result.report["events"] == len(events)
     assert (config.reports / "media" / "image.bin").is_file()

@@ -55,8 +55,8 @@ async def test_real_encoder_serves_every_modality(make_settings: Any, real_bundl
     """On both stores (make_settings follows the store_kind fixture's parameters)."""
     path = real_bundle
     manifest = load_bundle(path).manifest
-    spec = manifest.encoder or {}
-    rate = int(spec["audio_sample_rate"])
+    assert manifest.encoder is not None
+    rate = manifest.encoder.audio_sample_rate
     items = [
         {"id": "real-text", "text": "a cat dancing to summer music"},
         {"id": "real-image", "image": png_b64(1, size=(80, 60))},

@@ -16,6 +16,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
+from codebooks.encoder_spec import EncoderSpec, TensorSpec
+
 WORDS = [
     "red",
     "blue",
@@ -129,26 +131,26 @@ def build_encoder(path: Path, dim: int, *, seed: int = 0) -> Path:
     return path
 
 
-def encoder_spec() -> dict[str, Any]:
-    """manifest["encoder"] for the tiny encoder, in docs/bundle.md's format."""
-    return {
-        "file": "encoder.onnx",
-        "mode": "multimodal",
-        "tokenizer": "tokenizer.json",
-        "max_text_tokens": MAX_TOKENS,
-        "image_size": IMAGE_SIZE,
-        "audio_sample_rate": AUDIO_RATE,
-        "audio_samples": AUDIO_SAMPLES,
-        "inputs": {
-            "input_ids": ["int64", ["batch", "tokens"]],
-            "attention_mask": ["int64", ["batch", "tokens"]],
-            "image": ["float32", ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]],
-            "image_mask": ["float32", ["batch"]],
-            "audio": ["float32", ["batch", AUDIO_SAMPLES]],
-            "audio_mask": ["float32", ["batch"]],
+def encoder_spec() -> EncoderSpec:
+    """manifest["encoder"] for the tiny encoder, in docs/bundle.md's format (no int8)."""
+    return EncoderSpec(
+        file="encoder.onnx",
+        mode="multimodal",
+        tokenizer="tokenizer.json",
+        max_text_tokens=MAX_TOKENS,
+        image_size=IMAGE_SIZE,
+        audio_sample_rate=AUDIO_RATE,
+        audio_samples=AUDIO_SAMPLES,
+        inputs={
+            "input_ids": TensorSpec("int64", ["batch", "tokens"]),
+            "attention_mask": TensorSpec("int64", ["batch", "tokens"]),
+            "image": TensorSpec("float32", ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]),
+            "image_mask": TensorSpec("float32", ["batch"]),
+            "audio": TensorSpec("float32", ["batch", AUDIO_SAMPLES]),
+            "audio_mask": TensorSpec("float32", ["batch"]),
         },
-        "output": "embedding",
-    }
+        output="embedding",
+    )
 
 
 FEATURES = 12
@@ -186,12 +188,12 @@ def build_features_encoder(path: Path, dim: int, *, seed: int = 0) -> Path:
     return path
 
 
-def features_spec() -> dict[str, Any]:
+def features_spec() -> EncoderSpec:
     """manifest["encoder"] of a features encoder, as models/export writes it (no int8)."""
-    return {
-        "file": "encoder.onnx",
-        "int8_file": None,
-        "mode": "features",
-        "inputs": {"features": ["float32", ["batch", FEATURES]]},
-        "output": "embedding",
-    }
+    return EncoderSpec(
+        file="encoder.onnx",
+        int8_file=None,
+        mode="features",
+        inputs={"features": TensorSpec("float32", ["batch", FEATURES])},
+        output="embedding",
+    )

@@ -18,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Batcher, Limits
-from service.errors import error_kinds, install
+from service.errors import ErrorAnswer, TooLargeError, error_kinds, install
 from service.follower import Follower
 from service.logs import REQUEST_ID
 from service.metrics import Metrics
@@ -106,23 +108,79 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Semantic IDs (VQ and RQ codes) for recommender items, in real time",
         version="0.1.0",
         lifespan=lifespan,
-        # 413 for a body over the limit, declared or streamed (chunked)
-        max_body_size=settings.max_body_bytes,
     )
     app.state.metrics = metrics
     app.state.qarm = None
     app.state.follower = None
-    install(app, settings.retry_after_s, lambda kind: metrics.errors.labels(kind).inc())
+    answer = ErrorAnswer(settings.retry_after_s, lambda kind: metrics.errors.labels(kind).inc())
+    install(app, answer)
     for module in (items, codes, sids, admin, health):
         app.include_router(module.router)
+    # the last added runs first: RequestMiddleware also sees (logs, counts) the body limit's 413s
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, answer=answer)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app
 
 
+class BodyLimitMiddleware:
+    """413 `too_large` for a request body over `max_bytes`, as the JSON error every other
+    failure gets (not FastAPI's `max_body_size`, whose 413 is plain text). A Content-Length
+    over the limit is answered at once, before routing and auth, without reading the body; a
+    body without one (chunked) is cut off as soon as what arrived passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, answer: ErrorAnswer) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            where = f"{scope['method']} {scope['path']}"
+            error = TooLargeError(
+                f"{where}: a body of {declared} bytes (Content-Length), over the limit of "
+                f"{self.max_bytes} bytes (QARM_MAX_BODY_BYTES)"
+            )
+            await self.answer(error)(scope, receive, send)
+            return
+        await self.app(scope, self._limited(receive), send)
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # an HTTPException: FastAPI re-raises only those while it reads a body (any
+                    # other becomes a 400); the errors module answers it as `too_large`
+                    raise HTTPException(
+                        413,
+                        f"the body passed the limit of {self.max_bytes} bytes "
+                        "(QARM_MAX_BODY_BYTES)",
+                    )
+            return message
+
+        return receive_limited
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size; None without one or when it is not a number."""
+    try:
+        return int(Headers(scope=scope)["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
 class RequestMiddleware:
     """Per request: a request id (X-Request-ID or new) for logs and the answer, the request
-    counter and latency histogram by route template, one log line. (Bodies over
-    `max_body_bytes` never get here: FastAPI's limiter answers 413 first.)"""
+    counter and latency histogram by route template, one log line; also for the body limit's
+    413s (a declared one is refused before routing: its route is `unmatched`)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app

@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
 
+from catalogs.content import IMAGE_SIZE
+from catalogs.media import png_bytes, wav_bytes
 from codebooks import latest_bundle, load_bundle
 from codebooks.bundle import Bundle
+from service.launch import free_port, wait_ready
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +112,8 @@ def sample_items(bundle: Bundle) -> list[dict[str, Any]]:
     if spec is not None:
         return [
             {"id": "demo-text", "text": "a cat dancing to summer music"},
-            {"id": "demo-image", "image": _png(rng), "text": "city at night"},
-            {"id": "demo-audio", "audio": _wav(rng, int(spec.get("audio_sample_rate", 16000)))},
+            {"id": "demo-image", "image": _image(rng), "text": "city at night"},
+            {"id": "demo-audio", "audio": _sound(rng, spec.audio_sample_rate)},
         ]
     m = bundle.manifest
     rows = rng.choice(m.n_items, size=4, replace=False)
@@ -127,44 +125,17 @@ def sample_items(bundle: Bundle) -> list[dict[str, Any]]:
     return items
 
 
-def _png(rng: np.random.Generator) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+def _image(rng: np.random.Generator) -> str:
+    """A noise PNG cover, base64."""
+    pixels = rng.random((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    return base64.b64encode(png_bytes(pixels)).decode()
 
 
-def _wav(rng: np.random.Generator, rate: int) -> str:
+def _sound(rng: np.random.Generator, rate: int) -> str:
+    """Half a second of a 440 Hz tone with a little noise, as a base64 WAV at `rate`."""
     t = np.arange(rate // 2) / rate
     tone = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(len(t))
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((tone * 32767).astype(np.int16).tobytes())
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 300.0) -> None:
-    """Poll /readyz until the service is ready; fail if the process exits first."""
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the service exited with status {proc.returncode}")
-            try:
-                if client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError(f"the service at {url} was not ready within {timeout_s:.0f} s")
+    return base64.b64encode(wav_bytes(tone.astype(np.float32), rate)).decode()
 
 
 if __name__ == "__main__":

@@ -2,18 +2,25 @@
 
 Every error body has the same shape:
 `{"error": {"kind": ..., "message": ..., "item": {"index", "id", "field"} | null}}`.
-503s carry `Retry-After`. Routes and the batcher raise these; `install` maps them.
+503s carry `Retry-After`. Routes and the batcher raise these; `install` maps them, and also
+the answers FastAPI and Starlette would otherwise give in their own shape (validation
+errors, unknown routes, wrong methods, unhandled exceptions), so that every non-2xx answer
+of the API has this body and is counted by kind. `ErrorAnswer` builds each answer, for the
+handlers and for the body limit (which answers before any route runs).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,20 @@ class TooLargeError(ServiceError):
 class NotFoundError(ServiceError):
     status = 404
     kind = "not_found"
+
+
+class UnknownRouteError(NotFoundError):
+    """No route has this path (404). A kind of its own: `not_found` says an item, semantic ID
+    or version is unknown, and a client must not read a mistyped URL as that."""
+
+    kind = "unknown_route"
+
+
+class MethodNotAllowedError(ServiceError):
+    """The path is a route, but not for this method (405); `Allow` names the methods it takes."""
+
+    status = 405
+    kind = "method_not_allowed"
 
 
 class UnauthorizedError(ServiceError):
@@ -149,31 +170,80 @@ def error_body(kind: str, message: str, item: ItemRef | None = None) -> dict[str
     }
 
 
-def install(app: FastAPI, retry_after_s: int, count_error: Any) -> None:
-    """Map ServiceError and FastAPI's validation errors to JSON; `count_error(kind)` counts."""
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """A ServiceError as its JSON answer, counted by kind (`count_error(kind)`): the one place
+    every error answer is built, whoever answers it."""
+
+    retry_after_s: int
+    count_error: Callable[[str], None]
+
+    def __call__(self, err: ServiceError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        self.count_error(err.kind)
+        if err.status >= 500:
+            log.warning("answered %d %s: %s", err.status, err.kind, err.message)
+        all_headers = dict(headers or {})
+        if isinstance(err, UnavailableError):
+            all_headers["Retry-After"] = str(self.retry_after_s)
+        return JSONResponse(
+            error_body(err.kind, err.message, err.item),
+            status_code=err.status,
+            headers=all_headers or None,
+        )
+
+
+def install(app: FastAPI, answer: ErrorAnswer) -> None:
+    """Answer ServiceError, FastAPI's validation errors, Starlette's HTTP errors (routing's
+    404 and 405, the body limit's 413) and any other exception (500) with `answer`."""
 
     async def on_service_error(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, ServiceError)
-        count_error(err.kind)
-        headers = {"Retry-After": str(retry_after_s)} if isinstance(err, UnavailableError) else None
-        if err.status >= 500:
-            log.warning("answered %d %s: %s", err.status, err.kind, err.message)
-        return JSONResponse(
-            error_body(err.kind, err.message, err.item), status_code=err.status, headers=headers
-        )
+        return answer(err)
 
     async def on_validation_error(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, RequestValidationError)
-        count_error(InvalidInputError.kind)
-        first = err.errors()[0]
-        loc = [str(p) for p in first.get("loc", ())]
-        item = _item_of(loc, err.body)
-        where = ".".join(loc)
-        message = f"{where}: {first.get('msg', 'invalid')}"
-        return JSONResponse(error_body(InvalidInputError.kind, message, item), status_code=422)
+        return answer(_invalid_input(err))
+
+    async def on_http_error(request: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, HTTPException)
+        return answer(_from_http(err, f"{request.method} {request.url.path}"), err.headers)
+
+    async def on_unexpected(request: Request, err: Exception) -> JSONResponse:
+        # Starlette's ServerErrorMiddleware calls this, then re-raises `err` for the server
+        # to log with its traceback; the client learns the type, never the message.
+        where = f"{request.method} {request.url.path}"
+        return answer(ServiceError(f"{where}: internal error ({type(err).__name__})"))
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _invalid_input(err: RequestValidationError) -> InvalidInputError:
+    """pydantic's first complaint, naming the item (index, id, field) when it is about one."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first.get("loc", ())]
+    where = ".".join(loc)
+    return InvalidInputError(
+        f"{where}: {first.get('msg', 'invalid')}", item=_item_of(loc, err.body)
+    )
+
+
+def _from_http(err: HTTPException, where: str) -> ServiceError:
+    """Starlette's own errors as the service's; `where` is `METHOD /path`."""
+    if err.status_code == 404:
+        return UnknownRouteError(f"{where}: no such route (the API is at /docs)")
+    if err.status_code == 405:
+        allowed = (err.headers or {}).get("Allow", "")
+        return MethodNotAllowedError(f"{where}: method not allowed; this path takes {allowed}")
+    if err.status_code == 413:
+        return TooLargeError(f"{where}: {err.detail}")
+    error = ServiceError(f"{where}: {err.detail}")  # none is raised today: keep its status
+    error.status = err.status_code
+    if err.status_code < 500:
+        error.kind = BadRequestError.kind
+    return error
 
 
 def _item_of(loc: list[str], body: Any) -> ItemRef | None:

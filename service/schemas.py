@@ -11,12 +11,11 @@ from codebooks.sid import ID_PATTERN
 ItemId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 
-class ItemIn(BaseModel):
-    """One item: its content (any of text, image, audio) or an embedding computed elsewhere."""
+class ItemBody(BaseModel):
+    """PUT /v1/items/{id}: one item, its id from the path."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: ItemId = Field(description="1..128 characters of [A-Za-z0-9_.:-]")
     text: str | None = Field(None, description="title, description, ...")
     image: str | None = Field(None, description="base64 JPEG or PNG (standard alphabet)")
     audio: str | None = Field(None, description="base64 PCM WAV")
@@ -28,16 +27,18 @@ class ItemIn(BaseModel):
     )
 
 
-class ItemBody(BaseModel):
-    """PUT /v1/items/{id}: one item, its id from the path."""
+class _WithId(BaseModel):
+    """The item id, in a base of its own: pydantic orders fields from the last base to the
+    first, so `ItemIn(ItemBody, _WithId)` lists `id` first, in the OpenAPI schema and in
+    validation errors (the first of which is the 422's message)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = None
-    image: str | None = None
-    audio: str | None = None
-    embedding: list[float] | None = None
-    features: list[float] | None = None
+    id: ItemId = Field(description="1..128 characters of [A-Za-z0-9_.:-]")
+
+
+class ItemIn(ItemBody, _WithId):
+    """One item: its content (any of text, image, audio) or an embedding computed elsewhere."""
 
 
 class ItemsIn(BaseModel):

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Response
 
 from service.deps import EngineDep, ReadAuth, StateDep
 from service.errors import BadRequestError, InvalidInputError, ItemRef
+from service.reads import guarded, read_codes
 from service.routes.items import codes_out, json_response
-from service.routes.reads import guarded, read_codes
 from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut
 
 router = APIRouter(prefix="/v1", tags=["codes"])

@@ -14,7 +14,7 @@ from runtime import Engine
 from service.deps import EngineDep, ReadAuth, StateDep, WriteAuth
 from service.errors import InvalidInputError, ItemRef, NotFoundError
 from service.prepare import prepare_all
-from service.routes.reads import read_codes
+from service.reads import read_codes
 from service.schemas import Codes, ItemBody, ItemIn, ItemsIn, ItemsOut
 from service.state import AppState
 from store import StoredCodes
@@ -26,14 +26,14 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN, description="the item id")]
 
 def codes_out(record: StoredCodes, version: str) -> dict[str, Any]:
     """An item's codes as the `Codes` schema, as a plain dict: answers are serialised
-    straight to JSON (`json_response`) instead of being validated again on the way out."""
+    straight to JSON (`json_response`) instead of being validated again on the way out.
+
+    Every field of `Codes` is filled, by name from the record except `id` (the record's
+    `item_id`) and `bundle_version`: a field `Codes` gains that the record lacks fails here
+    (AttributeError) instead of going missing from the answers."""
+    named = {"id": record.item_id, "bundle_version": version}
     return {
-        "id": record.item_id,
-        "vq": record.vq,
-        "rq": record.rq,
-        "suffix": record.suffix,
-        "sid": record.sid,
-        "bundle_version": version,
+        name: named[name] if name in named else getattr(record, name) for name in Codes.model_fields
     }
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from codebooks.sid import codes_key
 from service.deps import EngineDep, ReadAuth, StateDep
 from service.errors import BadRequestError, NotFoundError
-from service.routes.reads import guarded
+from service.reads import guarded
 from service.schemas import SidOut
 
 router = APIRouter(prefix="/v1", tags=["sids"])

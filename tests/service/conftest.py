@@ -7,7 +7,6 @@ import asyncio
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
 import wave
@@ -25,6 +24,7 @@ from PIL import Image
 from codebooks.build import BuildConfig, build
 from codebooks.synthetic import clustered_embeddings
 from service.app import create_app
+from service.launch import free_port
 from service.settings import Settings
 from tests.service.tiny_encoder import (
     build_encoder,
@@ -153,12 +153,6 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
         if sample_name == name and all(p in sample_labels.split(",") for p in want.split(",") if p):
             return float(value)
     return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import pytest
 
 from codebooks import Quantizer, load_bundle
 from codebooks.synthetic import clustered_embeddings
+from service.schemas import Codes
 from tests.service.conftest import (
     ADMIN,
     DIM,
@@ -50,6 +51,7 @@ async def test_post_get_and_batch_get(make_settings: Any) -> None:
         version = body["bundle_version"]
         assert [c["id"] for c in body["items"]] == [i["id"] for i in items]
         for codes in body["items"]:
+            assert set(codes) == set(Codes.model_fields)  # the documented schema, all of it
             assert len(codes["vq"]) == 5
             assert len(codes["rq"]) == 3
             assert all(0 <= c < 8 for c in codes["rq"])

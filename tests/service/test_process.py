@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import free_port, metric_value, wait_ready
+from service.launch import free_port
+from tests.service.conftest import metric_value, wait_ready
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""Reads from the store, mapped to the service's errors (shared by the read routes)."""
+"""Reads from the store, mapped to the service's errors (shared by the routes that read)."""
 
 from __future__ import annotations
 

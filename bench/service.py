@@ -36,11 +36,13 @@ from typing import Any
 import numpy as np
 import redis
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.machine import machine
 from codebooks import latest_bundle
+from codebooks.summary import table
 from runtime import Engine
-from service.demo import free_port, wait_ready
+from service.launch import free_port, wait_ready
 from service.prepare import prepare_all
 from service.schemas import ItemIn
 
@@ -126,18 +128,35 @@ def raw_items_per_s(engine: Engine, items: list[dict[str, Any]], batch: int) -> 
 
 
 def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
+    """The unlabelled sample `name` of a Prometheus text page (e.g. a histogram's `_count`);
+    0.0 when the page has none."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return sample.value
     return 0.0
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the service, measure every row, stop it (its Redis keys deleted); the result."""
     bundle_path = args.bundle or latest_bundle(args.artifacts)
     engine = Engine.load(bundle_path)
-    source = "text (encoder)" if engine.encoder is not None else "embedding (no encoder)"
     prefix = f"qarmbench-{uuid.uuid4().hex[:8]}"
     port = free_port()
+    proc = start_service(bundle_path, port, prefix, args)
+    try:
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}", proc)
+        rows = await measure(engine, port, prefix, args)
+    finally:
+        stop_service(proc, args.redis_url, prefix)
+    return bench_result(engine, args, rows)
+
+
+def start_service(
+    bundle_path: Path, port: int, prefix: str, args: argparse.Namespace
+) -> subprocess.Popen[bytes]:
+    """`python -m service` on `port`, keys under `prefix`, no catalog seeded: every key it
+    writes is this run's."""
     env = {
         **os.environ,
         "QARM_REDIS_URL": args.redis_url,
@@ -147,119 +166,144 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "QARM_MAX_WAIT_MS": str(args.max_wait_ms),
         "QARM_SEED_CATALOG": "false",
     }
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "service", "--port", str(port), "--bundle", str(bundle_path)],
         env=env,
     )
-    url = f"http://127.0.0.1:{port}"
-    rows: list[dict[str, Any]] = []
-    try:
-        await asyncio.to_thread(wait_ready, url, proc)
-        conns = [await Connection.open(port) for _ in range(32)]
 
-        async def get_text(path: str) -> str:
-            status, body = await conns[0].request("GET", path)
-            assert status == 200, (path, status, body[:200])
-            return body.decode()
 
-        def checked(status: int, body: bytes) -> None:
-            if status != 200:
-                raise RuntimeError(f"service answered {status}: {body[:300]!r}")
+def stop_service(proc: subprocess.Popen[bytes], redis_url: str, prefix: str) -> None:
+    """SIGTERM the service and delete every key of this run."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    r = redis.Redis.from_url(redis_url)
+    for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+        r.unlink(key)
+    r.close()
 
-        for concurrency in (1, 32):
-            n = args.items // 8 if concurrency == 1 else args.items
-            items = sample_items(engine, n, seed=concurrency)
-            bodies = [json.dumps({"items": [item]}).encode() for item in items]
-            before = await get_text("/metrics")
 
-            async def post(w: int, i: int, bodies: list[bytes] = bodies) -> None:
-                checked(*await conns[w].request("POST", "/v1/items", bodies[i]))
+async def measure(
+    engine: Engine, port: int, prefix: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The table's rows, in order: writes at concurrency 1 and 32, batchGet (of the items the
+    second wrote), healthz; over 32 keep-alive connections."""
+    conns = [await Connection.open(port) for _ in range(32)]
+    rows = [await measure_items(engine, conns, args.items // 8, concurrency=1)]
+    rows.append(await measure_items(engine, conns, args.items, concurrency=32))
+    version = json.loads(await get_text(conns[0], "/readyz"))["bundle_version"]
+    rows.append(await measure_batch_get(conns, args, f"{prefix}:{version}"))
+    rows.append(await measure_healthz(conns, args.requests))
+    for conn in conns:
+        await conn.close()
+    return rows
 
-            seconds, lat = await drive(post, n, concurrency)
-            after = await get_text("/metrics")
-            batches = metric(after, "qarm_batch_size_items_count") - metric(
-                before, "qarm_batch_size_items_count"
-            )
-            mean_batch = max(1, round(n / max(batches, 1)))
-            raw = raw_items_per_s(engine, items[: max(256, mean_batch)], mean_batch)
-            p50, p99 = percentiles(lat)
-            rows.append(
-                {
-                    "what": f"POST /v1/items, 1 item/request, concurrency {concurrency}",
-                    "per_s": n / seconds,
-                    "unit": "items/s",
-                    "p50_ms": p50,
-                    "p99_ms": p99,
-                    "mean_batch": n / max(batches, 1),
-                    "baseline": f"raw encoder+quantizer, batch {mean_batch}",
-                    "baseline_per_s": raw,
-                }
-            )
 
-        ids = [f"b32-{i}" for i in range(args.items)]
-        rng = np.random.default_rng(0)
-        queries = [list(rng.choice(ids, size=100, replace=False)) for _ in range(64)]
-        query_bodies = [json.dumps({"ids": q}).encode() for q in queries]
+async def get_text(conn: Connection, path: str) -> str:
+    status, body = await conn.request("GET", path)
+    assert status == 200, (path, status, body[:200])
+    return body.decode()
 
-        async def batch_get(w: int, i: int) -> None:
-            status, body = await conns[w].request(
-                "POST", "/v1/codes:batchGet", query_bodies[i % 64]
-            )
-            checked(status, body)
 
-        version = json.loads(await get_text("/readyz"))["bundle_version"]
-        raw_client = aioredis.Redis.from_url(args.redis_url, max_connections=64)
-        key_lists = [[f"{prefix}:{version}:item:{i}" for i in q] for q in queries]
+def checked(status: int, body: bytes) -> None:
+    if status != 200:
+        raise RuntimeError(f"service answered {status}: {body[:300]!r}")
 
-        async def mget(_: int, i: int) -> None:
-            values = await raw_client.mget(key_lists[i % 64])
-            assert all(v is not None for v in values)
 
-        await drive(batch_get, 64, 32)  # warm-up
-        await drive(mget, 64, 32)
-        seconds, lat = await drive(batch_get, args.requests, 32)
-        raw_seconds, raw_lat = await drive(mget, args.requests, 32)
-        await raw_client.aclose()
-        p50, p99 = percentiles(lat)
-        rows.append(
-            {
-                "what": "POST /v1/codes:batchGet, 100 ids, concurrency 32",
-                "per_s": args.requests / seconds,
-                "unit": "requests/s",
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "baseline": "raw MGET of the same 100 keys (redis-py asyncio)",
-                "baseline_per_s": args.requests / raw_seconds,
-                "baseline_p50_ms": percentiles(raw_lat)[0],
-                "baseline_p99_ms": percentiles(raw_lat)[1],
-            }
-        )
+async def measure_items(
+    engine: Engine, conns: list[Connection], n: int, concurrency: int
+) -> dict[str, Any]:
+    """POST /v1/items of `n` items, one per request; the baseline is the raw encoder and
+    quantizer at the mean batch size the service formed (from its batch-size histogram)."""
+    items = sample_items(engine, n, seed=concurrency)
+    bodies = [json.dumps({"items": [item]}).encode() for item in items]
+    before = await get_text(conns[0], "/metrics")
 
-        async def healthz(w: int, _: int) -> None:
-            checked(*await conns[w].request("GET", "/healthz"))
+    async def post(w: int, i: int) -> None:
+        checked(*await conns[w].request("POST", "/v1/items", bodies[i]))
 
-        seconds, lat = await drive(healthz, args.requests, 32)
-        p50, p99 = percentiles(lat)
-        rows.append(
-            {
-                "what": "GET /healthz (no work), concurrency 32",
-                "per_s": args.requests / seconds,
-                "unit": "requests/s",
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "baseline": "",
-                "baseline_per_s": None,
-            }
-        )
-        for conn in conns:
-            await conn.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        r = redis.Redis.from_url(args.redis_url)
-        for key in r.scan_iter(match=f"{prefix}:*", count=1000):
-            r.unlink(key)
-        r.close()
+    seconds, lat = await drive(post, n, concurrency)
+    after = await get_text(conns[0], "/metrics")
+    batches = metric(after, "qarm_batch_size_items_count") - metric(
+        before, "qarm_batch_size_items_count"
+    )
+    mean_batch = max(1, round(n / max(batches, 1)))
+    raw = raw_items_per_s(engine, items[: max(256, mean_batch)], mean_batch)
+    p50, p99 = percentiles(lat)
+    return {
+        "what": f"POST /v1/items, 1 item/request, concurrency {concurrency}",
+        "per_s": n / seconds,
+        "unit": "items/s",
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "mean_batch": n / max(batches, 1),
+        "baseline": f"raw encoder+quantizer, batch {mean_batch}",
+        "baseline_per_s": raw,
+    }
+
+
+async def measure_batch_get(
+    conns: list[Connection], args: argparse.Namespace, key_prefix: str
+) -> dict[str, Any]:
+    """POST /v1/codes:batchGet of 100 ids written at concurrency 32, against raw MGET of the
+    same keys (`key_prefix`: the run's prefix and the bundle version); both warmed first."""
+    ids = [f"b32-{i}" for i in range(args.items)]
+    rng = np.random.default_rng(0)
+    queries = [list(rng.choice(ids, size=100, replace=False)) for _ in range(64)]
+    query_bodies = [json.dumps({"ids": q}).encode() for q in queries]
+
+    async def batch_get(w: int, i: int) -> None:
+        status, body = await conns[w].request("POST", "/v1/codes:batchGet", query_bodies[i % 64])
+        checked(status, body)
+
+    raw_client = aioredis.Redis.from_url(args.redis_url, max_connections=64)
+    key_lists = [[f"{key_prefix}:item:{i}" for i in q] for q in queries]
+
+    async def mget(_: int, i: int) -> None:
+        values = await raw_client.mget(key_lists[i % 64])
+        assert all(v is not None for v in values)
+
+    await drive(batch_get, 64, 32)  # warm-up
+    await drive(mget, 64, 32)
+    seconds, lat = await drive(batch_get, args.requests, 32)
+    raw_seconds, raw_lat = await drive(mget, args.requests, 32)
+    await raw_client.aclose()
+    p50, p99 = percentiles(lat)
+    return {
+        "what": "POST /v1/codes:batchGet, 100 ids, concurrency 32",
+        "per_s": args.requests / seconds,
+        "unit": "requests/s",
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "baseline": "raw MGET of the same 100 keys (redis-py asyncio)",
+        "baseline_per_s": args.requests / raw_seconds,
+        "baseline_p50_ms": percentiles(raw_lat)[0],
+        "baseline_p99_ms": percentiles(raw_lat)[1],
+    }
+
+
+async def measure_healthz(conns: list[Connection], requests: int) -> dict[str, Any]:
+    """GET /healthz: the ceiling of this client against a route that does nothing."""
+
+    async def healthz(w: int, _: int) -> None:
+        checked(*await conns[w].request("GET", "/healthz"))
+
+    seconds, lat = await drive(healthz, requests, 32)
+    p50, p99 = percentiles(lat)
+    return {
+        "what": "GET /healthz (no work), concurrency 32",
+        "per_s": requests / seconds,
+        "unit": "requests/s",
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "baseline": "",
+        "baseline_per_s": None,
+    }
+
+
+def bench_result(
+    engine: Engine, args: argparse.Namespace, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """bench/results/service.json: the rows, and the machine, bundle and settings they ran on."""
     return {
         "created_at": datetime.now(UTC).isoformat(),
         "machine": machine(),
@@ -271,26 +315,31 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "levels": engine.levels,
             "vq_index": engine.bundle.manifest.vq.kind,
         },
-        "items_sent_as": source,
+        "items_sent_as": "text (encoder)"
+        if engine.encoder is not None
+        else "embedding (no encoder)",
         "settings": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
         "rows": rows,
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [
-        "| measurement | result | p50 ms | p99 ms | baseline | baseline result | ratio |",
-        "|---|---:|---:|---:|---|---:|---:|",
-    ]
+    headers = ["measurement", "result", "p50 ms", "p99 ms", "baseline", "baseline result", "ratio"]
+    rows = []
     for row in result["rows"]:
         base = row["baseline_per_s"]
-        ratio = f"{row['per_s'] / base:.2f}" if base else ""
-        base_text = f"{base:,.0f} {row['unit']}" if base else ""
-        lines.append(
-            f"| {row['what']} | {row['per_s']:,.0f} {row['unit']} | {row['p50_ms']:.1f} | "
-            f"{row['p99_ms']:.1f} | {row['baseline']} | {base_text} | {ratio} |"
+        rows.append(
+            [
+                row["what"],
+                f"{row['per_s']:,.0f} {row['unit']}",
+                f"{row['p50_ms']:.1f}",
+                f"{row['p99_ms']:.1f}",
+                row["baseline"],
+                f"{base:,.0f} {row['unit']}" if base else "",
+                f"{row['per_s'] / base:.2f}" if base else "",
+            ]
         )
-    return "\n".join(lines)
+    return table(headers, rows, align="lrrrlrr", pad=False)
 
 
 def main() -> int:

@@ -8,12 +8,16 @@ the service image).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from codebooks.bundle import Bundle
 from codebooks.metrics import HOURGLASS_RATIO
 from codebooks.summary import describe
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BALANCE_GOAL = 0.8  # the per-level perplexity we aim for, as a share of Nc
 
@@ -42,7 +46,7 @@ def write_report(bundle: Bundle, out: Path) -> list[Path]:
         title="Centroid usage per level",
     )
     ax.legend(fontsize=8)
-    written.append(_save(fig, out / "usage.png"))
+    written.append(save_figure(fig, out / "usage.png", dpi=110))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     levels = [lv.level for lv in m.metrics.levels]
@@ -57,7 +61,7 @@ def write_report(bundle: Bundle, out: Path) -> list[Path]:
         title=f"Perplexity per level (red: hourglass, below {HOURGLASS_RATIO} x its neighbours)",
     )
     ax.legend(fontsize=8)
-    written.append(_save(fig, out / "perplexity.png"))
+    written.append(save_figure(fig, out / "perplexity.png", dpi=110))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     shares = m.metrics.collisions.shared_rate_by_prefix
@@ -69,7 +73,7 @@ def write_report(bundle: Bundle, out: Path) -> list[Path]:
         xticks=range(1, len(shares) + 1),
         title="Collisions by RQ prefix length",
     )
-    written.append(_save(fig, out / "collisions.png"))
+    written.append(save_figure(fig, out / "collisions.png", dpi=110))
 
     summary = out / "README.md"
     summary.write_text(
@@ -83,9 +87,11 @@ def write_report(bundle: Bundle, out: Path) -> list[Path]:
     return written
 
 
-def _save(fig: object, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path, dpi: int) -> Path:
+    """Write `fig` to `path` cropped to what is drawn, and close it: pyplot keeps every figure
+    it made alive until closed, so a report that draws many would grow without bound."""
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
-    plt.close(fig)  # type: ignore[arg-type]
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
     return path

@@ -7,16 +7,46 @@ from collections.abc import Sequence
 from codebooks.bundle import Manifest
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub-flavoured markdown table (readable as plain text too)."""
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    align: str | None = None,
+    pad: bool = True,
+) -> str:
+    """A GitHub-flavoured markdown table (readable as plain text too).
+
+    `align` has one letter per column, "l" or "r" (default: every column right-aligned, for
+    numbers); "l" is markdown's default, so its rule carries no colon. `pad=False` leaves cells
+    unpadded: rows of reports kept in git (docs/results.md) then differ only where a value does.
+    Floats are written with 4 significant digits and None as "-"; pass text to format otherwise.
+    """
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    sides = align if align is not None else "r" * len(headers)
+    if len(sides) != len(headers) or set(sides) - {"l", "r"}:
+        raise ValueError(f"align {align!r}: one of 'l' or 'r' per column ({len(headers)})")
+    if pad:
+        widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    else:
+        widths = [0] * len(headers)
 
     def line(values: Sequence[str]) -> str:
-        return "| " + " | ".join(v.rjust(w) for v, w in zip(values, widths, strict=True)) + " |"
+        justified = [
+            v.ljust(w) if side == "l" else v.rjust(w)
+            for v, w, side in zip(values, widths, sides, strict=True)
+        ]
+        return "| " + " | ".join(justified) + " |"
 
-    rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
-    return "\n".join([line(list(headers)), rule, *(line(r) for r in cells)])
+    rule = "|" + "|".join(_rule(w, side, pad) for w, side in zip(widths, sides, strict=True))
+    return "\n".join([line(list(headers)), rule + "|", *(line(r) for r in cells)])
+
+
+def _rule(width: int, side: str, pad: bool) -> str:
+    """The rule under a column of `width` characters: as wide as its cells when padded, the
+    usual `---` or `---:` when not."""
+    if not pad:
+        return "---" if side == "l" else "---:"
+    return "-" * (width + 1) + ("-" if side == "l" else ":")
 
 
 def _cell(value: object) -> str:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from codebooks import latest_bundle
 from codebooks.build import BuildConfig, build
+from codebooks.summary import table
 from codebooks.synthetic import clustered_embeddings
 from loadtest.media import MediaPool
-from service.demo import free_port, wait_ready
+from service.launch import free_port, wait_ready
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -219,20 +221,64 @@ def scrape(client: httpx.Client) -> dict[str, float]:
 
 
 def summary_table(stats: dict[str, dict[str, str]], seconds: float) -> str:
-    lines = [
-        "| request | count | failures | req/s | p50 ms | p95 ms | p99 ms | max ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    headers = ["request", "count", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+    rows = [
+        [
+            name,
+            row["Request Count"],
+            row["Failure Count"],
+            f"{int(row['Request Count']) / seconds:.1f}",
+            row["50%"],
+            row["95%"],
+            row["99%"],
+            f"{float(row['Max Response Time']):.0f}",
+        ]
+        for name, row in stats.items()
     ]
-    for name, row in stats.items():
-        lines.append(
-            f"| {name} | {row['Request Count']} | {row['Failure Count']} | "
-            f"{int(row['Request Count']) / seconds:.1f} | {row['50%']} | {row['95%']} | "
-            f"{row['99%']} | {float(row['Max Response Time']):.0f} |"
-        )
-    return "\n".join(lines)
+    return table(headers, rows, align="lrrrrrrr", pad=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run under load measured and found wrong."""
+
+    stats: dict[str, dict[str, str]]  # locust's CSV rows by "<method> <route>" and "Aggregated"
+    seconds: float  # wall time of the locust run
+    before: dict[str, float]  # `scrape` of the service before the run
+    after: dict[str, float]  # and after it
+    checked: int  # acknowledged writes read back
+    problems: list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    thresholds = json.loads(args.thresholds.read_text())
+    args.results.mkdir(parents=True, exist_ok=True)
+    acks = args.results / "acks.jsonl"
+    acks.unlink(missing_ok=True)
+    bundle = demo_bundle(args.bundle_root, args.catalog)
+    run = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    prefix = f"qarm-loadtest-{run}"
+    r = redis.Redis.from_url(args.redis_url)
+    r.ping()
+    print(f"bundle {bundle.name}; Redis {args.redis_url} prefix {prefix}")
+    url, proc = start_service(bundle, args.redis_url, prefix, args.results / "service.log")
+    try:
+        outcome = load(url, r, prefix, run, acks, thresholds, args)
+    finally:
+        stop(proc, r, prefix, keep_keys=args.keep_keys)
+    summary = summarize(outcome, run, bundle, args)
+    (args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_report(outcome, summary, args.results)
+    if outcome.problems:
+        print("\nFAILED:\n  " + "\n  ".join(outcome.problems), file=sys.stderr)
+        return 1
+    print("loadtest: green")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; refuses a Redis that is not on this machine."""
     parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--time", type=int, default=60, help="seconds of load")
@@ -251,62 +297,69 @@ def main(argv: list[str] | None = None) -> int:
     host = httpx.URL(args.redis_url).host
     if host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the load test runs against this machine only: --redis-url on 127.0.0.1")
+    return args
 
-    thresholds = json.loads(args.thresholds.read_text())
-    args.results.mkdir(parents=True, exist_ok=True)
-    acks = args.results / "acks.jsonl"
-    acks.unlink(missing_ok=True)
-    bundle = demo_bundle(args.bundle_root, args.catalog)
-    run = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    prefix = f"qarm-loadtest-{run}"
-    r = redis.Redis.from_url(args.redis_url)
-    r.ping()
-    print(f"bundle {bundle.name}; Redis {args.redis_url} prefix {prefix}")
-    url, proc = start_service(bundle, args.redis_url, prefix, args.results / "service.log")
-    problems: list[str] = []
-    try:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-            known = [item["id"] for item in post_known(client, run, args.known)]
-            (args.results / "known.json").write_text(json.dumps(known))
-            before = scrape(client)
-            env = {
-                "QARM_LOADTEST_TOKEN": TOKEN,
-                "QARM_LOADTEST_KNOWN": str(args.results / "known.json"),
-                "QARM_LOADTEST_ACKS": str(acks),
-                "QARM_LOADTEST_RUN": run,
-            }
-            print(f"locust: {args.users} users for {args.time} s against {url}")
-            started = time.monotonic()
-            rc = locust(url, args, env)
-            elapsed = time.monotonic() - started
-            after = scrape(client)
-            stats = read_stats(args.results / "locust_stats.csv")
-            problems += check_thresholds(stats, thresholds)
-            if rc != 0 and not problems:
-                problems.append(f"locust exited with status {rc}")
-            checked, readback = read_back(client, r, prefix, acks)
-            problems += readback[:20]
-            if len(readback) > 20:
-                problems.append(f"... and {len(readback) - 20} more read-back problems")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        if not args.keep_keys:
-            keys = list(r.scan_iter(match=f"{prefix}:*", count=5000))
-            for start in range(0, len(keys), 5000):
-                r.unlink(*keys[start : start + 5000])
-        r.close()
 
-    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+def load(
+    url: str,
+    r: redis.Redis,
+    prefix: str,
+    run: str,
+    acks: Path,
+    thresholds: dict[str, Any],
+    args: argparse.Namespace,
+) -> Outcome:
+    """Post the known items, run locust, check its numbers against `thresholds`, and read
+    every acknowledged write back."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        known = [item["id"] for item in post_known(client, run, args.known)]
+        (args.results / "known.json").write_text(json.dumps(known))
+        before = scrape(client)
+        env = {
+            "QARM_LOADTEST_TOKEN": TOKEN,
+            "QARM_LOADTEST_KNOWN": str(args.results / "known.json"),
+            "QARM_LOADTEST_ACKS": str(acks),
+            "QARM_LOADTEST_RUN": run,
+        }
+        print(f"locust: {args.users} users for {args.time} s against {url}")
+        started = time.monotonic()
+        rc = locust(url, args, env)
+        elapsed = time.monotonic() - started
+        after = scrape(client)
+        stats = read_stats(args.results / "locust_stats.csv")
+        problems = check_thresholds(stats, thresholds)
+        if rc != 0 and not problems:
+            problems.append(f"locust exited with status {rc}")
+        checked, readback = read_back(client, r, prefix, acks)
+        problems += readback[:20]
+        if len(readback) > 20:
+            problems.append(f"... and {len(readback) - 20} more read-back problems")
+    return Outcome(stats, elapsed, before, after, checked, problems)
+
+
+def stop(proc: subprocess.Popen[bytes], r: redis.Redis, prefix: str, keep_keys: bool) -> None:
+    """SIGTERM the service; delete this run's Redis keys unless `keep_keys`."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    if not keep_keys:
+        keys = list(r.scan_iter(match=f"{prefix}:*", count=5000))
+        for start in range(0, len(keys), 5000):
+            r.unlink(*keys[start : start + 5000])
+    r.close()
+
+
+def summarize(outcome: Outcome, run: str, bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """loadtest/results/summary.json: locust's rows and the service's own numbers over the run."""
+    delta = {k: outcome.after.get(k, 0.0) - outcome.before.get(k, 0.0) for k in outcome.after}
     batches = max(delta.get("batches", 0.0), 1.0)
-    summary = {
+    return {
         "run": run,
         "bundle": bundle.name,
         "users": args.users,
         "seconds": args.time,
-        "wall_s": round(elapsed, 1),
-        "requests": {k: {c: row[c] for c in row} for k, row in stats.items()},
+        "wall_s": round(outcome.seconds, 1),
+        "requests": {k: {c: row[c] for c in row} for k, row in outcome.stats.items()},
         "items_encoded": delta.get("items_encoded", 0.0),
         "mean_batch_items": delta.get("batch_items_sum", 0.0) / batches,
         "mean_queue_wait_ms": 1000
@@ -318,12 +371,15 @@ def main(argv: list[str] | None = None) -> int:
             / max(delta.get(f"stage_{stage}_count", 0.0), 1.0)
             for stage in ("decode", "encode", "quantize", "store")
         },
-        "acknowledged_writes_checked": checked,
-        "problems": problems,
+        "acknowledged_writes_checked": outcome.checked,
+        "problems": outcome.problems,
     }
-    (args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def print_report(outcome: Outcome, summary: dict[str, Any], results: Path) -> None:
+    elapsed = outcome.seconds
     print()
-    print(summary_table(stats, elapsed))
+    print(summary_table(outcome.stats, elapsed))
     print(
         f"\nitems encoded {summary['items_encoded']:.0f} "
         f"({summary['items_encoded'] / elapsed:.0f}/s), mean batch "
@@ -331,13 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['mean_queue_wait_ms']:.1f} ms; stage ms per batch (decode per request): "
         + ", ".join(f"{k} {v:.1f}" for k, v in summary["mean_stage_ms_per_batch"].items())
     )
-    print(f"read back {checked} acknowledged writes (API and Redis)")
-    print(f"reports: {args.results}/report.html, locust_stats.csv, summary.json")
-    if problems:
-        print("\nFAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 1
-    print("loadtest: green")
-    return 0
+    print(f"read back {outcome.checked} acknowledged writes (API and Redis)")
+    print(f"reports: {results}/report.html, locust_stats.csv, summary.json")
 
 
 if __name__ == "__main__":

@@ -1,31 +1,20 @@
 """Ranking metrics: AUC, UAUC and GAUC, the paper's three columns.
 
 AUC is the probability that a random positive scores above a random negative (ties count half),
-computed from average ranks, so it equals scikit-learn's `roc_auc_score`. UAUC and GAUC look at
-each user on their own, because a ranking model only ever orders one user's candidates:
-UAUC is the plain mean of per-user AUCs, GAUC weights each user's AUC by their sample count.
-Users whose samples are all of one class have no AUC and are left out of both.
+computed from average ranks (`scipy.stats.rankdata`), so it equals scikit-learn's
+`roc_auc_score`. UAUC and GAUC look at each user on their own, because a ranking model only
+ever orders one user's candidates: UAUC is the plain mean of per-user AUCs, GAUC weights each
+user's AUC by their sample count. Users whose samples are all of one class have no AUC and are
+left out of both.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import rankdata
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def _ranks(scores: npt.NDArray[np.floating]) -> FloatArray:
-    """1-based ranks of `scores`, ties given their average rank (as scipy's rankdata)."""
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    # start index of each run of equal scores, and the average rank of the run
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    run_rank = (starts + ends + 1) / 2.0
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.repeat(run_rank, ends - starts)
-    return ranks
 
 
 def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
@@ -41,7 +30,7 @@ def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUC needs both a positive and a negative sample")
-    rank_sum = float(_ranks(s)[y].sum())
+    rank_sum = float(rankdata(s)[y].sum())  # ties: their average rank
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 

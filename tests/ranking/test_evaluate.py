@@ -15,8 +15,9 @@ from catalogs.holdout import HOLDOUT_FILE, ColdItems, Holdout, save_cold_items
 from catalogs.synthetic import synthetic_catalog, synthetic_interactions, write_synthetic
 from codebooks import BuildConfig, build
 from ranking.__main__ import main
-from ranking.evaluate import LABELS, EvalConfig, evaluate
+from ranking.evaluate import EvalConfig, evaluate
 from ranking.model import RankConfig
+from ranking.report import LABELS
 
 ITEMS, GROUPS = 120, 4
 HOLDOUT = Holdout(test_share=0.2, cold_share=0.15, seed=0)

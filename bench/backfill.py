@@ -45,7 +45,7 @@ from backfill.settings import BackfillSettings
 from bench.machine import machine
 from codebooks import latest_bundle, load_bundle
 from codebooks.build import BuildConfig, build
-from codebooks.synthetic import clustered_embeddings
+from codebooks.clustered import clustered_embeddings
 from runtime import Engine, EngineOptions, RawItem
 from store import CatalogSeed, NewCodes, RedisStore, Store
 

@@ -24,11 +24,11 @@ import numpy as np
 from bench.machine import machine as host
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import load_bundle
+from codebooks.clustered import clustered_embeddings
 from codebooks.device import gpu_count
 from codebooks.quantizer import Quantizer
 from codebooks.rq import rq_encode
 from codebooks.summary import table
-from codebooks.synthetic import clustered_embeddings
 from codebooks.vq import recall_at_k, search
 
 

@@ -24,9 +24,9 @@ import numpy as np
 from bench.codebooks import machine
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import load_manifest
+from codebooks.clustered import clustered_embeddings
 from codebooks.embeddings import load_embeddings
 from codebooks.summary import table
-from codebooks.synthetic import clustered_embeddings
 
 VARIANTS: list[dict[str, Any]] = [
     {"method": "kmeans", "balance": "none"},

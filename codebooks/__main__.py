@@ -12,11 +12,11 @@ from pydantic import ValidationError
 
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import BundleError, load_bundle
+from codebooks.clustered import clustered_embeddings
 from codebooks.embeddings import EmbeddingError, load_embeddings, save_embeddings
 from codebooks.export import write_exports
 from codebooks.report import write_report
 from codebooks.summary import describe
-from codebooks.synthetic import clustered_embeddings
 
 
 def main(argv: list[str] | None = None) -> int:

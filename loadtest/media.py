@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tests.service.tiny_encoder import WORDS  # texts in the demo encoder's vocabulary
+from loadtest.tiny_encoder import WORDS  # texts in the demo encoder's vocabulary
 
 
 def jpeg_cover(rng: np.random.Generator, width: int = 160, height: int = 120) -> str:

@@ -1,8 +1,8 @@
 """`make loadtest`: the service under locust, on this machine only, then every acknowledged
 write read back.
 
-1. A demo bundle with an encoder: a synthetic catalog (codebooks.synthetic, the paper's
-   K=25, L=6, Nc=256, d=64) and the tests' tiny ONNX encoder (tests/service/tiny_encoder.py:
+1. A demo bundle with an encoder: a synthetic catalog (codebooks.clustered, the paper's
+   K=25, L=6, Nc=256, d=64) and the tests' tiny ONNX encoder (loadtest/tiny_encoder.py:
    a few matmuls, so the run measures the service's plumbing, HTTP, decoding, batching,
    quantizer and Redis, not a real encoder's cost). Built once under data/loadtest/.
 2. The service (`python -m service`, one worker) on 127.0.0.1 with Redis under a key prefix
@@ -36,8 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from codebooks import latest_bundle
 from codebooks.build import BuildConfig, build
+from codebooks.clustered import clustered_embeddings
 from codebooks.summary import table
-from codebooks.synthetic import clustered_embeddings
 from loadtest.media import MediaPool
 from service.launch import free_port, wait_ready
 
@@ -51,7 +51,7 @@ def demo_bundle(root: Path, n_items: int, seed: int = 0) -> Path:
     and the codebooks'; the catalog is the same for every seed)."""
     if root.exists() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
         return latest_bundle(root)
-    from tests.service.tiny_encoder import build_encoder, build_tokenizer, encoder_spec
+    from loadtest.tiny_encoder import build_encoder, build_tokenizer, encoder_spec
 
     dim = 64
     print(f"building a demo bundle: {n_items} synthetic items, d={dim}, tiny encoder ...")

@@ -18,9 +18,9 @@ import ray
 from backfill.job import plan, run_backfill
 from backfill.report import Report
 from backfill.settings import BackfillSettings
+from loadtest.tiny_encoder import WORDS
 from store import Store, open_store
 from tests.service.conftest import DIM, make_bundle
-from tests.service.tiny_encoder import WORDS
 
 MakeSettings = Callable[..., BackfillSettings]
 

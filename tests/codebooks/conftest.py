@@ -9,7 +9,7 @@ import pytest
 
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import Bundle, load_bundle
-from codebooks.synthetic import SyntheticEmbeddings, clustered_embeddings
+from codebooks.clustered import SyntheticEmbeddings, clustered_embeddings
 
 
 @pytest.fixture(scope="session")

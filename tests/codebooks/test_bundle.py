@@ -21,8 +21,8 @@ from codebooks.bundle import (
     load_bundle,
     sha256_of,
 )
+from codebooks.clustered import SyntheticEmbeddings
 from codebooks.encoder_spec import BackboneRecord, EncoderSpec, TensorSpec
-from codebooks.synthetic import SyntheticEmbeddings
 
 
 def test_a_built_bundle_loads_with_its_shapes_and_metrics(

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from codebooks.build import BuildConfig, build
 from codebooks.bundle import Bundle, load_bundle
+from codebooks.clustered import SyntheticEmbeddings, clustered_embeddings
 from codebooks.embeddings import EmbeddingError
 from codebooks.quantizer import Quantizer
-from codebooks.synthetic import SyntheticEmbeddings, clustered_embeddings
 from codebooks.vq import search
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from codebooks.clustered import clustered_embeddings
 from codebooks.rq import (
     ResidualCodebooks,
     nearest_centroids,
@@ -15,7 +16,6 @@ from codebooks.rq import (
     rq_encode,
 )
 from codebooks.rq_train import train_faiss_rq, train_residual_kmeans
-from codebooks.synthetic import clustered_embeddings
 
 
 def _reference_nearest(residual: np.ndarray, centroids: np.ndarray) -> np.ndarray:

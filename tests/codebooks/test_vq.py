@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from codebooks.synthetic import clustered_embeddings
+from codebooks.clustered import clustered_embeddings
 from codebooks.vq import build_vq_index, choose_kind, default_nlist, recall_at_k, search
 
 

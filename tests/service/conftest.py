@@ -22,17 +22,17 @@ from fastapi import FastAPI
 from PIL import Image
 
 from codebooks.build import BuildConfig, build
-from codebooks.synthetic import clustered_embeddings
-from service.app import create_app
-from service.launch import free_port
-from service.settings import Settings
-from tests.service.tiny_encoder import (
+from codebooks.clustered import clustered_embeddings
+from loadtest.tiny_encoder import (
     build_encoder,
     build_features_encoder,
     build_tokenizer,
     encoder_spec,
     features_spec,
 )
+from service.app import create_app
+from service.launch import free_port
+from service.settings import Settings
 
 DIM = 16
 READ = "read-token-0123456789"

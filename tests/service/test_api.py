@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from codebooks import Quantizer, load_bundle
-from codebooks.synthetic import clustered_embeddings
+from codebooks.clustered import clustered_embeddings
+from loadtest.tiny_encoder import FEATURES
 from service.schemas import Codes
 from tests.service.conftest import (
     ADMIN,
@@ -22,7 +23,6 @@ from tests.service.conftest import (
     running,
     wav_b64,
 )
-from tests.service.tiny_encoder import FEATURES
 
 pytestmark = pytest.mark.anyio
 

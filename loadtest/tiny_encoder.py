@@ -1,5 +1,6 @@
 """A deterministic, tiny encoder.onnx that obeys docs/bundle.md's encoder contract, and its
-tokenizer.json: what the API tests serve, so they run in seconds without the real model.
+tokenizer.json: what the load test and the API tests serve, so they run in seconds without
+the real model (and without torch).
 
 Graph (opset 18): text = sum of token embeddings under the attention mask; image = 8x8
 average-pooled RGB through a linear map, times image_mask; audio = 100 frame energies through

@@ -46,6 +46,7 @@ from bench.machine import machine
 from codebooks import latest_bundle, load_bundle
 from codebooks.build import BuildConfig, build
 from codebooks.clustered import clustered_embeddings
+from codebooks.summary import table
 from runtime import Engine, EngineOptions, RawItem
 from store import CatalogSeed, NewCodes, RedisStore, Store
 
@@ -269,15 +270,12 @@ async def main(args: argparse.Namespace) -> None:
         raw = raw_encoder_items_per_s(bundle, texts, args.batch_size)
         print(f"raw encoder + quantizer: {raw:.0f} items/s")
         rows.append(await compare(bundle, export, args.text_items, args, "text, real encoder"))
-    print(
-        "\n| work | items | plain items/s | Ray items/s | Ray / plain | peak RSS plain, Ray (MB) |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['work']} | {r['items']} | {r['plain_items_per_s']} | {r['ray_items_per_s']} "
-            f"| {r['ray_over_plain']} | {r['plain_peak_rss_mb']}, {r['ray_peak_rss_mb']} |"
-        )
+    headers = ["work", "items", "plain items/s", "Ray items/s", "Ray / plain", "peak RSS (MB)"]
+    keys = ["work", "items", "plain_items_per_s", "ray_items_per_s", "ray_over_plain"]
+    cells = [
+        [*(r[k] for k in keys), f"{r['plain_peak_rss_mb']}, {r['ray_peak_rss_mb']}"] for r in rows
+    ]
+    print("\n" + table(headers, cells, align="lrrrrr", pad=False))
     if raw is not None:
         print(f"\nraw encoder + quantizer on the text items: {raw:.0f} items/s")
     RESULTS.mkdir(exist_ok=True)

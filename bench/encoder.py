@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from bench.machine import cpu_name
+from codebooks.summary import table
 from models.encoder import INPUT_NAMES, EncoderConfig, MultimodalEncoder
 from models.export import export_onnx, quantize_int8, random_inputs, session
 
@@ -90,14 +91,10 @@ def main() -> None:
         "rows": rows,
     }
     engines = list(dict.fromkeys(str(r["engine"]) for r in rows))
-    print("\n| engine | " + " | ".join(f"batch {b}" for b in args.batches) + " |")
-    print("|---|" + "---:|" * len(args.batches))
-    for engine in engines:
-        rates = [
-            next(r["items_per_s"] for r in rows if r["engine"] == engine and r["batch"] == b)
-            for b in args.batches
-        ]
-        print(f"| {engine} | " + " | ".join(f"{v:.1f}" for v in rates) + " |")
+    rate = {(r["engine"], r["batch"]): r["items_per_s"] for r in rows}
+    rates = [[e, *(f"{rate[e, b]:.1f}" for b in args.batches)] for e in engines]
+    headers = ["engine", *(f"batch {b}" for b in args.batches)]
+    print("\n" + table(headers, rates, align="l" + "r" * len(args.batches), pad=False))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "encoder.json").write_text(json.dumps(result, indent=2) + "\n")
 

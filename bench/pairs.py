@@ -17,6 +17,7 @@ import torch
 
 from bench.machine import cpu_name
 from catalogs.synthetic import synthetic_catalog, synthetic_interactions
+from codebooks.summary import table
 from models.pairs import (
     PairConfig,
     merge_pairs,
@@ -93,10 +94,9 @@ def main() -> None:
         f"{len(log):,} events ({len(positives):,} positive), {log.n_users:,} users, "
         f"{len(catalog):,} items, {args.threads} threads"
     )
-    print("| stage | seconds |\n|---|---:|")
-    for stage, s in seconds.items():
-        print(f"| {stage} | {s:.2f} |")
-    print(f"| **mining total** | **{mining:.2f}** |")
+    stages = [[stage, f"{s:.2f}"] for stage, s in seconds.items()]
+    stages.append(["**mining total**", f"**{mining:.2f}**"])
+    print(table(["stage", "seconds"], stages, align="lr", pad=False))
     print(f"pairs: {result['pairs']}; same business: {same:.1%}; peak RSS {peak_mib:.0f} MiB")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pairs.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -36,6 +36,7 @@ from codebooks.build import BuildConfig, build, train_codebooks
 from codebooks.embeddings import checked
 from codebooks.encoder_spec import EncoderSpec
 from codebooks.stages import stage
+from codebooks.summary import table
 from models.align import (
     AlignConfig,
     AlignResult,
@@ -390,7 +391,7 @@ def _write_reports(folder: Path, report: dict[str, Any]) -> None:
 def markdown_table(report: dict[str, Any]) -> str:
     """The before/after table of a run, as it goes into docs/."""
     b, a = report["before"], report["after"]
-    rows = [f"| {key} | {b[key]:.4f} | {a[key]:.4f} |" for key in b]
+    rows = [[key, f"{b[key]:.4f}", f"{a[key]:.4f}"] for key in b]
     pairs = report["pairs"]
     return "\n".join(
         [
@@ -399,9 +400,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"{pairs['held_out']} held out"
             + (f", {pairs['future']} from after the training period" if "future" in pairs else ""),
             "",
-            "| metric | before | after |",
-            "|---|---|---|",
-            *rows,
+            table(["metric", "before", "after"], rows, align="lll", pad=False),
             "",
         ]
     )

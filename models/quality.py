@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from catalogs.content import IntArray
 from catalogs.synthetic import SyntheticCatalog
+from codebooks.report import save_figure
 from models.pairs import PairArray
 
 
@@ -94,9 +95,7 @@ def plot_maps(
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _pca2(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:

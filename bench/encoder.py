@@ -91,8 +91,8 @@ def main() -> None:
         "rows": rows,
     }
     engines = list(dict.fromkeys(str(r["engine"]) for r in rows))
-    rate = {(r["engine"], r["batch"]): r["items_per_s"] for r in rows}
-    rates = [[e, *(f"{rate[e, b]:.1f}" for b in args.batches)] for e in engines]
+    speed = {(r["engine"], r["batch"]): r["items_per_s"] for r in rows}
+    rates = [[e, *(f"{speed[e, b]:.1f}" for b in args.batches)] for e in engines]
     headers = ["engine", *(f"batch {b}" for b in args.batches)]
     print("\n" + table(headers, rates, align="l" + "r" * len(args.batches), pad=False))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from codebooks.rq import ResidualCodebooks, rq_encode
 from codebooks.rq_train import train_faiss_rq, train_residual_kmeans
 from codebooks.sid import assign_suffixes
 from codebooks.stages import stage
-from codebooks.vq import build_vq_index, choose_kind
+from codebooks.vq import VQIndexInfo, build_vq_index, choose_kind
 
 log = logging.getLogger(__name__)
 
@@ -128,23 +128,8 @@ def build(
         "levels": config.levels,
         "centroids": config.centroids,
         "n_items": n,
-        "vq": VQManifest(
-            kind=vq_info.kind,
-            nlist=vq_info.nlist,
-            nprobe=vq_info.nprobe,
-            target_recall=config.target_recall,
-            recall_at_k=vq_info.recall_at_k,
-            recall_queries=vq_info.recall_queries,
-        ),
-        "rq": RQManifest(
-            method=config.method,
-            balance=config.balance,
-            balance_target=config.balance_target if config.balance == "sinkhorn" else None,
-            beam_size=config.beam_size if config.method == "faiss-rq" else None,
-            niter=config.niter,
-            train_items=min(n, config.train_items),
-            seed=config.seed,
-        ),
+        "vq": _vq_manifest(config, vq_info),
+        "rq": _rq_manifest(config, n),
         "metrics": BuildMetrics(
             levels=levels,
             collisions=collisions,
@@ -167,6 +152,31 @@ def build(
         vq_index=index,
         manifest_fields=manifest_fields,
         extra_files=extra_files,
+    )
+
+
+def _vq_manifest(config: BuildConfig, info: VQIndexInfo) -> VQManifest:
+    """What the manifest says of the VQ index: its kind, search setting and measured recall."""
+    return VQManifest(
+        kind=info.kind,
+        nlist=info.nlist,
+        nprobe=info.nprobe,
+        target_recall=config.target_recall,
+        recall_at_k=info.recall_at_k,
+        recall_queries=info.recall_queries,
+    )
+
+
+def _rq_manifest(config: BuildConfig, n: int) -> RQManifest:
+    """How the RQ codebooks were trained; settings that did not apply are recorded as null."""
+    return RQManifest(
+        method=config.method,
+        balance=config.balance,
+        balance_target=config.balance_target if config.balance == "sinkhorn" else None,
+        beam_size=config.beam_size if config.method == "faiss-rq" else None,
+        niter=config.niter,
+        train_items=min(n, config.train_items),
+        seed=config.seed,
     )
 
 

@@ -1,8 +1,9 @@
 """What every store keeps, how a value is encoded, and how suffixes are decided.
 
 The key schema and the value encoding are documented in docs/store.md; a ranking server can
-read them without this code. Both stores (Redis, SQLite) share everything here and differ only
-in how they read, allocate and write.
+read them without this code. Both stores (Redis, SQLite) share everything here: what a write or
+a seed changes is decided here as typed operations (`PutItem`, `DropSid`, ...); a store only
+reads, allocates suffixes and executes them.
 """
 
 from __future__ import annotations
@@ -176,6 +177,103 @@ class Choice:
     alloc: int | None
 
 
+# What a write or a seed changes, as typed operations under one version. The planners below
+# decide them; a store only executes them (Redis: one command each; SQLite: one statement per
+# type). Prefixes and tuples are text (`codes_key`), as the keys and rows hold them.
+
+
+@dataclass(frozen=True, slots=True)
+class PutItem:
+    """Set the item's value (`encode_value`), replacing any."""
+
+    item_id: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PutSid:
+    """Point semantic ID `sid` at the item, replacing any."""
+
+    sid: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropSid:
+    """Delete semantic ID `sid` (the item moved off it)."""
+
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddPrefix:
+    """Add the item to the set of prefix `prefix` (no-op when it is in)."""
+
+    prefix: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePrefix:
+    """Take the item out of the set of prefix `prefix` (it left the prefix)."""
+
+    prefix: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeedCounter:
+    """Set tuple `tuple_key`'s next free suffix to `next_free` unless it is set (never lowers
+    a counter)."""
+
+    tuple_key: str
+    next_free: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeedSid:
+    """Point semantic ID `sid` at the item unless it points somewhere already."""
+
+    sid: str
+    item_id: str
+
+
+WriteOp = PutItem | PutSid | DropSid | AddPrefix | RemovePrefix
+SeedOp = SeedCounter | SeedSid | AddPrefix
+Op = WriteOp | SeedOp
+
+
+def distinct_ids(items: Sequence[NewCodes]) -> list[str]:
+    """The batch's item ids, each once, in first-seen order: what a write reads first."""
+    return list(dict.fromkeys(i.item_id for i in items))
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """A write of a batch, between reading what is stored and allocating suffixes.
+
+    A store reads the items' current records (`distinct_ids`), makes the plan, allocates one
+    suffix per tuple of `allocs` (atomically, in order), and executes `finish`'s operations
+    all or nothing.
+    """
+
+    items: Sequence[NewCodes]
+    olds: dict[str, StoredCodes | None]
+    choices: list[Choice]
+    allocs: list[tuple[int, ...]]  # one RQ tuple per suffix to allocate
+
+    @classmethod
+    def of(cls, items: Sequence[NewCodes], olds: dict[str, StoredCodes | None]) -> WritePlan:
+        choices, allocs = plan_suffixes(items, olds)
+        return cls(items, olds, choices, allocs)
+
+    def finish(self, allocated: Sequence[int]) -> tuple[list[StoredCodes], list[WriteOp]]:
+        """The records to answer with (item order) and the operations that store them, from
+        the suffixes allocated for `allocs` (the counters' values before their increments)."""
+        records = resolve(self.items, self.choices, allocated)
+        return records, write_ops(self.items, records, self.olds)
+
+
 def plan_suffixes(
     items: Sequence[NewCodes], olds: dict[str, StoredCodes | None]
 ) -> tuple[list[Choice], list[tuple[int, ...]]]:
@@ -225,28 +323,42 @@ def resolve(
     return out
 
 
-def final_writes(
+def write_ops(
     items: Sequence[NewCodes], records: Sequence[StoredCodes], olds: dict[str, StoredCodes | None]
-) -> list[tuple[StoredCodes, StoredCodes | None]]:
-    """One (new record, record it replaces) per distinct id; the last occurrence wins."""
+) -> list[WriteOp]:
+    """What storing `records` changes: per distinct id (its last occurrence wins) the value,
+    the semantic ID and the prefix sets, and what the record it replaces (stored, else its
+    catalog entry) leaves behind.
+
+    Every removal (`DropSid`, `RemovePrefix`) comes before every put, so a store may execute
+    the operations in this order or grouped by type in the same order of phases: within a
+    phase no two operations touch the same semantic ID or set member (ids are distinct,
+    semantic IDs are unique).
+    """
     last: dict[str, tuple[StoredCodes, StoredCodes | None]] = {}
     for item, record in zip(items, records, strict=True):
         last[item.item_id] = (record, previous(item, olds))
-    return list(last.values())
+    removals: list[WriteOp] = []
+    puts: list[WriteOp] = []
+    for new, old in last.values():
+        if old is not None and (old.rq, old.suffix) != (new.rq, new.suffix):
+            removals.append(DropSid(old.sid))
+        if old is not None:
+            removals.extend(
+                RemovePrefix(codes_key(old.rq[:level]), new.item_id)
+                for level in range(1, len(old.rq) + 1)
+                if old.rq[:level] != new.rq[:level]
+            )
+        puts.append(PutItem(new.item_id, encode_value(new)))
+        puts.append(PutSid(new.sid, new.item_id))
+        puts.extend(AddPrefix(p, new.item_id) for p in prefix_keys(new.rq))
+    return removals + puts
 
 
-def stale_prefixes(new: StoredCodes, old: StoredCodes | None) -> Iterator[tuple[int, ...]]:
-    """Prefixes of `old` the item leaves (each level where old and new prefixes differ)."""
-    if old is None:
-        return
-    for level in range(1, len(old.rq) + 1):
-        if old.rq[:level] != new.rq[:level]:
-            yield old.rq[:level]
-
-
-def prefixes(rq: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+def prefix_keys(rq: Sequence[int]) -> Iterator[str]:
+    """`codes_key` of each prefix of `rq`, level 1 first."""
     for level in range(1, len(rq) + 1):
-        yield rq[:level]
+        yield codes_key(rq[:level])
 
 
 def seed_counters(catalog: CatalogSeed) -> dict[str, int]:
@@ -257,6 +369,26 @@ def seed_counters(catalog: CatalogSeed) -> dict[str, int]:
     top = np.full(len(tuples), -1, dtype=np.int64)
     np.maximum.at(top, inverse.reshape(-1), catalog.sid_suffix.astype(np.int64))
     return {codes_key(t): int(m) + 1 for t, m in zip(tuples.tolist(), top.tolist(), strict=True)}
+
+
+def seed_counter_ops(catalog: CatalogSeed) -> list[SeedCounter]:
+    """Seeding a version's suffix counters: one per distinct catalog tuple."""
+    return [SeedCounter(t, n) for t, n in seed_counters(catalog).items()]
+
+
+def seed_lookup_ops(catalog: CatalogSeed, rows: slice = slice(None)) -> list[SeedOp]:
+    """Seeding the semantic IDs and prefix sets of catalog items `rows`, item by item. Like
+    every seed operation they are idempotent and never move a semantic ID that is in use."""
+    ops: list[SeedOp] = []
+    for item_id, rq, suffix in zip(
+        catalog.item_ids[rows].tolist(),
+        catalog.rq_codes[rows].tolist(),
+        catalog.sid_suffix[rows].tolist(),
+        strict=True,
+    ):
+        ops.append(SeedSid(format_sid(rq, suffix), item_id))
+        ops.extend(AddPrefix(p, item_id) for p in prefix_keys(rq))
+    return ops
 
 
 def check_promotable(lifecycle: Lifecycle, version: str) -> None:

@@ -14,35 +14,41 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, assert_never
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from codebooks.sid import codes_key, format_sid
+from codebooks.sid import codes_key
 from store.base import (
+    AddPrefix,
     CatalogSeed,
+    DropSid,
     Lifecycle,
     NewCodes,
+    Op,
     PodInfo,
+    PutItem,
+    PutSid,
+    RemovePrefix,
+    SeedCounter,
+    SeedOp,
+    SeedSid,
     Store,
     StoredCodes,
     StoreError,
     VersionInfo,
     VersionState,
     Watch,
+    WritePlan,
     check_promotable,
     decode_value,
-    encode_value,
-    final_writes,
-    plan_suffixes,
-    prefixes,
-    resolve,
-    seed_counters,
-    stale_prefixes,
+    distinct_ids,
+    seed_counter_ops,
+    seed_lookup_ops,
 )
 
 log = logging.getLogger(__name__)
@@ -91,8 +97,8 @@ class Keys:
     def counter(self, v: str, rq: Sequence[int] | str) -> str:
         return f"{self.prefix}:{v}:ctr:{rq if isinstance(rq, str) else codes_key(rq)}"
 
-    def prefix_set(self, v: str, codes: Sequence[int]) -> str:
-        return f"{self.prefix}:{v}:rqp:{codes_key(codes)}"
+    def prefix_set(self, v: str, codes: Sequence[int] | str) -> str:
+        return f"{self.prefix}:{v}:rqp:{codes if isinstance(codes, str) else codes_key(codes)}"
 
 
 class RedisStore(Store):
@@ -245,19 +251,32 @@ class RedisStore(Store):
 
     async def _seed(self, version: str) -> None:
         catalog, seed_lookups = self._catalogs[version]
-        k = self.keys
-        commands = await asyncio.to_thread(_seed_commands, k, version, catalog, seed_lookups)
-        for start in range(0, len(commands), SEED_CHUNK):
-            pipe = self._redis.pipeline(transaction=False)
-            for name, args in commands[start : start + SEED_CHUNK]:
-                getattr(pipe, name)(*args)
+        # Planning and queueing are CPU work (queueing only appends to a pipeline): a thread.
+        pipes = await asyncio.to_thread(self._seed_pipelines, version, catalog, seed_lookups)
+        for pipe in pipes:
             await self._call("seed pipeline", pipe.execute())
-        await self._call("SET seeded", self._redis.set(k.seeded(version), b"1"))
-        log.info("store: seeded version %s (%d commands)", version, len(commands))
+        await self._call("SET seeded", self._redis.set(self.keys.seeded(version), b"1"))
+        log.info("store: seeded version %s (%d commands)", version, sum(map(len, pipes)))
+
+    def _seed_pipelines(
+        self, version: str, catalog: CatalogSeed, seed_lookups: bool
+    ) -> list[Pipeline]:
+        """The seed operations (`seed_counter_ops`, then with `seed_lookups` the catalog's
+        `seed_lookup_ops`) queued `SEED_CHUNK` per pipeline, not executed."""
+        ops: list[SeedOp] = [*seed_counter_ops(catalog)]
+        if seed_lookups:
+            ops.extend(seed_lookup_ops(catalog))
+        pipes = []
+        for start in range(0, len(ops), SEED_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            for op in ops[start : start + SEED_CHUNK]:
+                _queue(pipe, self.keys, version, op)
+            pipes.append(pipe)
+        return pipes
 
     async def write(self, version: str, items: Sequence[NewCodes]) -> list[StoredCodes]:
         k = self.keys
-        ids = list(dict.fromkeys(i.item_id for i in items))
+        ids = distinct_ids(items)
         keys = [k.item(version, i) for i in ids] + [k.seeded(version)]
         *raw, seeded = await self._call("MGET", self._redis.mget(keys))
         if seeded is None and version in self._catalogs:
@@ -266,25 +285,17 @@ class RedisStore(Store):
             log.warning("store: version %s is not seeded in Redis any more; seeding again", version)
             await self._seed(version)
             await self._call("SET NX active", self._redis.set(k.active(), version, nx=True))
-        olds = {i: _decoded(i, v) for i, v in zip(ids, raw, strict=True)}
-        choices, allocs = plan_suffixes(items, olds)
+        plan = WritePlan.of(items, {i: _decoded(i, v) for i, v in zip(ids, raw, strict=True)})
         allocated: list[int] = []
-        if allocs:
+        if plan.allocs:
             pipe = self._redis.pipeline(transaction=False)
-            for rq in allocs:
+            for rq in plan.allocs:
                 pipe.incr(k.counter(version, rq))
             allocated = [int(n) - 1 for n in await self._call("INCR", pipe.execute())]
-        records = resolve(items, choices, allocated)
+        records, ops = plan.finish(allocated)
         pipe = self._redis.pipeline(transaction=True)
-        for new, old in final_writes(items, records, olds):
-            pipe.set(k.item(version, new.item_id), encode_value(new))
-            if old is not None and (old.rq, old.suffix) != (new.rq, new.suffix):
-                pipe.delete(k.sid(version, old.sid))
-            for stale in stale_prefixes(new, old):
-                pipe.zrem(k.prefix_set(version, stale), new.item_id)
-            pipe.set(k.sid(version, new.sid), new.item_id.encode())
-            for p in prefixes(new.rq):
-                pipe.zadd(k.prefix_set(version, p), {new.item_id: 0})
+        for op in ops:
+            _queue(pipe, k, version, op)
         await self._call("MULTI/EXEC", pipe.execute())
         return records
 
@@ -335,24 +346,22 @@ def _decoded(item_id: str, value: bytes | None) -> StoredCodes | None:
     return decode_value(item_id, value) if value is not None else None
 
 
-def _seed_commands(
-    k: Keys, version: str, catalog: CatalogSeed, seed_lookups: bool
-) -> list[tuple[str, tuple[Any, ...]]]:
-    """The commands that seed a version (CPU work: built in a thread). NX everywhere: seeding
-    again never lowers a counter or moves a semantic ID that is in use."""
-    commands: list[tuple[str, tuple[Any, ...]]] = [
-        ("set", (k.counter(version, key), next_free, None, None, True))
-        for key, next_free in seed_counters(catalog).items()
-    ]
-    if seed_lookups:
-        for item_id, rq, suffix in zip(
-            catalog.item_ids.tolist(),
-            catalog.rq_codes.tolist(),
-            catalog.sid_suffix.tolist(),
-            strict=True,
-        ):
-            sid_key = k.sid(version, format_sid(rq, suffix))
-            commands.append(("set", (sid_key, item_id, None, None, True)))
-            for p in prefixes(tuple(rq)):
-                commands.append(("zadd", (k.prefix_set(version, p), {item_id: 0})))
-    return commands
+def _queue(pipe: Pipeline, k: Keys, v: str, op: Op) -> None:
+    """Queue the one command that executes `op` under version `v` (docs/store.md)."""
+    match op:
+        case PutItem(item_id, value):
+            pipe.set(k.item(v, item_id), value)
+        case PutSid(sid, item_id):
+            pipe.set(k.sid(v, sid), item_id.encode())
+        case DropSid(sid):
+            pipe.delete(k.sid(v, sid))
+        case AddPrefix(prefix, item_id):
+            pipe.zadd(k.prefix_set(v, prefix), {item_id: 0})
+        case RemovePrefix(prefix, item_id):
+            pipe.zrem(k.prefix_set(v, prefix), item_id)
+        case SeedCounter(tuple_key, next_free):
+            pipe.set(k.counter(v, tuple_key), next_free, nx=True)
+        case SeedSid(sid, item_id):
+            pipe.set(k.sid(v, sid), item_id.encode(), nx=True)
+        case _:
+            assert_never(op)

@@ -9,35 +9,41 @@ two processes on the same file) never share a suffix. Values are the same bytes 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, assert_never
 
-from codebooks.sid import codes_key, format_sid
+from codebooks.sid import codes_key
 from store.base import (
+    AddPrefix,
     CatalogSeed,
+    DropSid,
     Lifecycle,
     NewCodes,
+    Op,
     PodInfo,
+    PutItem,
+    PutSid,
+    RemovePrefix,
+    SeedCounter,
+    SeedSid,
     Store,
     StoredCodes,
     StoreError,
     VersionInfo,
     VersionState,
     Watch,
+    WritePlan,
     check_promotable,
     decode_value,
-    encode_value,
-    final_writes,
-    plan_suffixes,
-    prefixes,
-    resolve,
-    seed_counters,
-    stale_prefixes,
+    distinct_ids,
+    seed_counter_ops,
+    seed_lookup_ops,
 )
 
 T = TypeVar("T")
@@ -109,10 +115,7 @@ class SqliteStore(Store):
 
         def seed_counters_(c: sqlite3.Connection) -> None:
             with _Transaction(c):
-                c.executemany(
-                    "INSERT OR IGNORE INTO counters VALUES (?, ?, ?)",
-                    ((version, t, n) for t, n in seed_counters(catalog).items()),
-                )
+                _execute(c, version, seed_counter_ops(catalog))
 
         def finish(c: sqlite3.Connection) -> None:
             with _Transaction(c):
@@ -218,14 +221,8 @@ class SqliteStore(Store):
     async def write(self, version: str, items: Sequence[NewCodes]) -> list[StoredCodes]:
         def write(c: sqlite3.Connection) -> list[StoredCodes]:
             with _Transaction(c):
-                olds: dict[str, StoredCodes | None] = {}
-                for item_id in dict.fromkeys(i.item_id for i in items):
-                    row = c.execute(
-                        "SELECT value FROM items WHERE version = ? AND item_id = ?",
-                        (version, item_id),
-                    ).fetchone()
-                    olds[item_id] = decode_value(item_id, row[0]) if row else None
-                choices, allocs = plan_suffixes(items, olds)
+                found = _values(c, version, distinct_ids(items))
+                plan = WritePlan.of(items, {i: decode_value(i, v) for i, v in found.items()})
                 allocated = [
                     int(
                         c.execute(
@@ -235,46 +232,17 @@ class SqliteStore(Store):
                         ).fetchone()[0]
                     )
                     - 1
-                    for rq in allocs
+                    for rq in plan.allocs
                 ]
-                records = resolve(items, choices, allocated)
-                for new, old in final_writes(items, records, olds):
-                    c.execute(
-                        "INSERT OR REPLACE INTO items VALUES (?, ?, ?)",
-                        (version, new.item_id, encode_value(new)),
-                    )
-                    if old is not None and (old.rq, old.suffix) != (new.rq, new.suffix):
-                        c.execute(
-                            "DELETE FROM sids WHERE version = ? AND sid = ?", (version, old.sid)
-                        )
-                    c.executemany(
-                        "DELETE FROM prefixes WHERE version = ? AND prefix = ? AND item_id = ?",
-                        ((version, codes_key(p), new.item_id) for p in stale_prefixes(new, old)),
-                    )
-                    c.execute(
-                        "INSERT OR REPLACE INTO sids VALUES (?, ?, ?)",
-                        (version, new.sid, new.item_id),
-                    )
-                    c.executemany(
-                        "INSERT OR IGNORE INTO prefixes VALUES (?, ?, ?)",
-                        ((version, codes_key(p), new.item_id) for p in prefixes(new.rq)),
-                    )
+                records, ops = plan.finish(allocated)
+                _execute(c, version, ops)
                 return records
 
         return await self._run("write", write)
 
     async def get_many(self, version: str, ids: Sequence[str]) -> list[StoredCodes | None]:
         def get(c: sqlite3.Connection) -> list[StoredCodes | None]:
-            found: dict[str, bytes] = {}
-            unique = list(dict.fromkeys(ids))
-            for start in range(0, len(unique), 500):  # SQLite caps the bound parameters
-                chunk = unique[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = c.execute(
-                    f"SELECT item_id, value FROM items WHERE version = ? AND item_id IN ({marks})",
-                    (version, *chunk),
-                )
-                found.update((str(r[0]), bytes(r[1])) for r in rows)
+            found = _values(c, version, list(dict.fromkeys(ids)))
             return [decode_value(i, found[i]) if i in found else None for i in ids]
 
         return await self._run("get", get)
@@ -393,17 +361,55 @@ def _ids_after(c: sqlite3.Connection, version: str, after: str, limit: int) -> l
 
 def _seed_lookups(c: sqlite3.Connection, version: str, catalog: CatalogSeed, rows: slice) -> None:
     """The semantic-ID and prefix rows of catalog items `rows`, in one transaction."""
-    items = zip(
-        catalog.item_ids[rows].tolist(),
-        catalog.rq_codes[rows].tolist(),
-        catalog.sid_suffix[rows].tolist(),
-        strict=True,
-    )
     with _Transaction(c):
-        for item_id, rq, suffix in items:
-            sid = format_sid(rq, suffix)
-            c.execute("INSERT OR IGNORE INTO sids VALUES (?, ?, ?)", (version, sid, item_id))
-            c.executemany(
-                "INSERT OR IGNORE INTO prefixes VALUES (?, ?, ?)",
-                ((version, codes_key(p), item_id) for p in prefixes(tuple(rq))),
-            )
+        _execute(c, version, seed_lookup_ops(catalog, rows))
+
+
+def _values(c: sqlite3.Connection, version: str, ids: Sequence[str]) -> dict[str, bytes]:
+    """The stored values of `ids` (distinct) under `version`, in one query (the ids travel as
+    one JSON array, so no cap on bound parameters applies); a missing id is left out."""
+    rows = c.execute(
+        "SELECT item_id, value FROM items WHERE version = ? "
+        "AND item_id IN (SELECT value FROM json_each(?))",
+        (version, json.dumps(list(ids))),
+    )
+    return {str(r[0]): bytes(r[1]) for r in rows}
+
+
+# One statement per operation type, executed in this order: removals before puts, as
+# `write_ops` orders them (a write's operations may run grouped by type).
+_DROP_SID = "DELETE FROM sids WHERE version = ? AND sid = ?"
+_REMOVE_PREFIX = "DELETE FROM prefixes WHERE version = ? AND prefix = ? AND item_id = ?"
+_PUT_ITEM = "INSERT OR REPLACE INTO items VALUES (?, ?, ?)"
+_PUT_SID = "INSERT OR REPLACE INTO sids VALUES (?, ?, ?)"
+_SEED_SID = "INSERT OR IGNORE INTO sids VALUES (?, ?, ?)"
+_ADD_PREFIX = "INSERT OR IGNORE INTO prefixes VALUES (?, ?, ?)"
+_SEED_COUNTER = "INSERT OR IGNORE INTO counters VALUES (?, ?, ?)"
+_IN_ORDER = (_DROP_SID, _REMOVE_PREFIX, _PUT_ITEM, _PUT_SID, _SEED_SID, _ADD_PREFIX, _SEED_COUNTER)
+
+
+def _execute(c: sqlite3.Connection, version: str, ops: Iterable[Op]) -> None:
+    """Execute `ops` under `version` inside the caller's transaction: one `executemany` per
+    operation type, removals first."""
+    rows: dict[str, list[tuple[str | int | bytes, ...]]] = {sql: [] for sql in _IN_ORDER}
+    for op in ops:
+        match op:
+            case DropSid(sid):
+                rows[_DROP_SID].append((version, sid))
+            case RemovePrefix(prefix, item_id):
+                rows[_REMOVE_PREFIX].append((version, prefix, item_id))
+            case PutItem(item_id, value):
+                rows[_PUT_ITEM].append((version, item_id, value))
+            case PutSid(sid, item_id):
+                rows[_PUT_SID].append((version, sid, item_id))
+            case SeedSid(sid, item_id):
+                rows[_SEED_SID].append((version, sid, item_id))
+            case AddPrefix(prefix, item_id):
+                rows[_ADD_PREFIX].append((version, prefix, item_id))
+            case SeedCounter(tuple_key, next_free):
+                rows[_SEED_COUNTER].append((version, tuple_key, next_free))
+            case _:
+                assert_never(op)
+    for sql, params in rows.items():
+        if params:
+            c.executemany(sql, params)

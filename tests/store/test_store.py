@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from codebooks.sid import format_sid
 from store import (
@@ -126,6 +128,59 @@ async def test_reverse_lookups(store: Store) -> None:
     await store.write("v1", [new("c3", (0, 1, 2), catalog=((7, 7, 7), 0))])
     assert await store.item_for_sid("v1", "7-7-7-0") is None
     assert await store.items_for_prefix("v1", [7], 10) == []
+
+
+# Item ids and RQ tuples drawn so that writes collide: new ids and catalog ids, tuples that are
+# the catalog's ((1, 2, 3), (1, 5, 0)) and tuples sharing their prefixes.
+CATALOG_ENTRY = {
+    str(i): (tuple(int(c) for c in rq), int(s))
+    for i, rq, s in zip(CATALOG.item_ids, CATALOG.rq_codes, CATALOG.sid_suffix, strict=True)
+}
+WRITES = st.lists(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "c0", "c3"]),
+            st.tuples(st.sampled_from([1, 7]), st.sampled_from([2, 5]), st.sampled_from([0, 3])),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    min_size=1,
+    max_size=5,
+)
+EXAMPLES = iter(range(1_000_000))
+
+
+# The store fixture is shared by the examples; each writes under a version of its own.
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=WRITES)
+async def test_reverse_lookups_follow_any_sequence_of_writes(
+    store: Store, batches: list[list[tuple[str, tuple[int, int, int]]]]
+) -> None:
+    """Whatever is written, in whatever batches: each semantic ID ever answered maps to the
+    item that holds it now (or to nothing), and each prefix set holds exactly the items whose
+    tuple starts with it; catalog items never written keep their seeded entries."""
+    version = f"p{next(EXAMPLES)}"
+    await store.activate(version, CATALOG, seed_lookups=True)
+    holds = {i: StoredCodes(i, (), rq, s) for i, (rq, s) in CATALOG_ENTRY.items()}
+    answered = {r.sid for r in holds.values()}
+    for n, batch in enumerate(batches):
+        items = [new(i, rq, (n, k), CATALOG_ENTRY.get(i)) for k, (i, rq) in enumerate(batch)]
+        records = await store.write(version, items)
+        answered.update(r.sid for r in records)
+        holds.update((r.item_id, r) for r in records)  # the last occurrence of an id wins
+    by_sid = {r.sid: i for i, r in holds.items()}
+    assert len(by_sid) == len(holds)  # semantic IDs are unique
+    for sid in answered:
+        assert await store.item_for_sid(version, sid) == by_sid.get(sid)
+    written = [i for i in holds if i not in CATALOG_ENTRY or holds[i].vq]
+    assert await store.get_many(version, written) == [holds[i] for i in written]
+    for rq in {r.rq for r in holds.values()} | {rq for _, rq in (x for b in batches for x in b)}:
+        for level in range(1, len(rq) + 1):
+            members = sorted(i for i, r in holds.items() if r.rq[:level] == rq[:level])
+            assert await store.items_for_prefix(version, rq[:level], 100) == members
 
 
 async def test_activation_seeds_once(store: Store) -> None:

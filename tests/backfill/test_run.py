@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -90,17 +91,11 @@ async def test_bad_rows_are_named_and_skipped_and_fail_the_exit_status(
     good = good.append_column("image", pa.array([None] * len(good), pa.binary()))
     export = tmp_path / "mixed.parquet"
     pq.write_table(pa.concat_tables([good.select(bad.column_names), bad]), export)
-    settings = make_settings()
-    for name, value in store_env(settings).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("QARM_ACTORS", "1")
-
-    args = ["run", "--bundle", str(bundles["a"]), "--catalog", str(export)]
-    status = await asyncio.to_thread(main, args)
+    status, version, report = await _run_cli(
+        store, make_settings, monkeypatch, bundles["a"], export
+    )
 
     assert status == Exit.ROWS_FAILED
-    version = Engine.load(bundles["a"]).version
-    report = json.loads(await store.report(version) or "{}")
     failed = {f["id"]: f["field"] for f in report["failures"]}
     assert failed == {
         "bad-image": "image",
@@ -149,18 +144,31 @@ async def test_media_given_as_paths_are_read_from_the_exports_folder(
         "kind": ["x", "y", "z"],  # a side column: ignored
     }
     pq.write_table(pa.table(table), export)
-    for name, value in store_env(make_settings()).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("QARM_ACTORS", "1")
-
-    args = ["run", "--bundle", str(bundles["a"]), "--catalog", str(export)]
-    status = await asyncio.to_thread(main, args)
+    status, version, report = await _run_cli(
+        store, make_settings, monkeypatch, bundles["a"], export
+    )
 
     assert status == Exit.ROWS_FAILED
-    version = Engine.load(bundles["a"]).version
-    report = json.loads(await store.report(version) or "{}")
     [failure] = report["failures"]
     assert (failure["id"], failure["field"]) == ("cover-gone", "image")
     assert "covers/gone.png" in failure["message"]
     stored = await store.get_many(version, ["cover-a", "cover-gone", "text-only"])
     assert [codes is not None for codes in stored] == [True, False, True]
+
+
+async def _run_cli(
+    store: Store,
+    make_settings: MakeSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    bundle: Path,
+    export: Path,
+) -> tuple[int, str, dict[str, Any]]:
+    """`python -m backfill run --bundle --catalog` with one actor, as an operator runs it:
+    (exit status, the bundle's version, the run's saved report)."""
+    for name, value in store_env(make_settings()).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("QARM_ACTORS", "1")
+    args = ["run", "--bundle", str(bundle), "--catalog", str(export)]
+    status = await asyncio.to_thread(main, args)
+    version = Engine.load(bundle).version
+    return status, version, json.loads(await store.report(version) or "{}")

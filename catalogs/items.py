@@ -9,7 +9,8 @@ rides along, and one of them may colour the alignment maps (`group_column`).
 `DataError` that names the file, the column and a few offending rows: no `id` column, a
 column of the wrong type, no content column, an empty catalog, null, malformed or repeated
 ids, images or clips whose header does not read (or exceeds the service's limits). It reads
-the catalog one row group at a time: texts are kept as one Arrow array (about their own
+the catalog's media one row group at a time (so keep row groups to tens of MB; with covers
+inside, e.g. pyarrow's `row_group_size=10_000`): texts are kept as one Arrow array (about their own
 size in memory); images and clips are copied, still encoded, into one flat file per column
 (`Blob`) in a cache folder, and decoded only when a batch asks for their rows. A second run
 over the same files reuses the cache.
@@ -30,6 +31,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
@@ -297,11 +299,17 @@ def _copy_media(
 
 
 def _media_values(dataset: pads.Dataset, column: str) -> Iterator[tuple[Path, list[object]]]:
-    """(the file's folder, values) one batch at a time, in catalog row order."""
+    """(the file's folder, values) one batch at a time, in catalog row order.
+
+    Read one row group at a time: a scan over the whole file keeps what it has read alive
+    (measured: 2.8 GB of RSS for 2.5 GB of covers), one row group at a time stays flat."""
     for fragment in dataset.get_fragments():
         base = Path(fragment.path).parent
-        for batch in fragment.to_batches(columns=[column], batch_size=BATCH_ROWS):
-            yield base, batch.column(0).to_pylist()
+        file = pq.ParquetFile(fragment.path)
+        for group in range(file.num_row_groups):
+            batches = file.iter_batches(BATCH_ROWS, row_groups=[group], columns=[column])
+            for batch in batches:
+                yield base, batch.column(0).to_pylist()
 
 
 def _read_value(value: object, base: Path) -> bytes | str | None:

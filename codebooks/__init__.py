@@ -1,5 +1,9 @@
 """The ground floor: VQ and RQ semantic-ID codebooks, the runtime quantizer, the bundle.
 
+The build (`build.py`, `rq.py`, `rq_train.py`, `balance.py`, `vq.py`), the bundle and its
+typed encoder spec (`bundle.py`, `encoder_spec.py`), semantic IDs and the item-id rule
+(`sid.py`), the quantizer (`quantizer.py`), and what a person or a batch job reads of a build
+(`metrics.py`, `summary.py`, `report.py`, `export.py`); `clustered.py` makes test embeddings.
 numpy + faiss only (no torch); every other room reads or writes bundles through here.
 """
 

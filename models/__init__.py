@@ -1,1 +1,2 @@
-"""The offline pipeline (torch): encoder towers, item-pair mining, item alignment, ONNX export."""
+"""The offline pipeline (torch): encoder towers and pretrained backbones, item-pair mining,
+item alignment, embedding quality, ONNX export; `pipeline.py` runs them into one bundle."""

@@ -14,7 +14,6 @@ read here; the driver is the one writer.
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,12 @@ import pyarrow as pa
 
 from backfill.rows import CATALOG_SOURCE, Answer, Columns
 from backfill.source import raw_item
-from codebooks.sid import ID_PATTERN
+from codebooks.sid import ID_RE
 from runtime import DecodeError, Engine, EngineOptions, InputLimits, Prepared
 from store import StoreSettings, open_store
 
 # docs/store.md: an item id is 1..128 characters of [A-Za-z0-9_.:-] (the service refuses others).
-ID = re.compile(ID_PATTERN)
+ID = ID_RE
 
 
 class Encoder:

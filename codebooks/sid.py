@@ -7,6 +7,7 @@ catalog row order: 0 for the first item of a tuple, 1 for the next, and so on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -15,8 +16,13 @@ from codebooks.metrics import tuple_keys
 from codebooks.rq import Int32Array
 
 # An item id: what the API accepts, training files and the backfill hold, and store keys embed
-# as it is.
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+# as it is. `ID_PATTERN` is for the Rust regex engine (pydantic's `pattern=`, FastAPI's
+# `Path(pattern=)`) and RE2 (pyarrow's `match_substring_regex`), where `\z` is the end of the
+# text; `ID_RE` is the same rule for Python's `re`, which has no `\z` before 3.14 and whose `$`
+# also matches before a final newline ("abc\n"): `\Z` there.
+ID_CHARS = r"[A-Za-z0-9_.:-]{1,128}"
+ID_PATTERN = rf"^{ID_CHARS}\z"
+ID_RE = re.compile(rf"{ID_CHARS}\Z")
 
 
 def assign_suffixes(codes: Int32Array) -> Int32Array:

@@ -22,6 +22,11 @@ Float32Array = npt.NDArray[np.float32]
 
 IMAGE_FORMATS = ("JPEG", "PNG")
 
+# The sample rates a WAV may declare: beyond them the header is nonsense (or hostile), and its
+# duration (frames / rate), which the audio limit is checked on, means nothing.
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 384_000
+
 
 class DecodeError(ValueError):
     """An item field that cannot be decoded; `field` names it (image, audio, text, ...)."""
@@ -75,7 +80,8 @@ def decode_wav(
     raw: bytes, sample_rate: int, samples: int, max_seconds: float
 ) -> tuple[Float32Array, float]:
     """PCM WAV bytes -> ((samples,) float32 mono at `sample_rate`, cropped or zero-padded;
-    the clip's duration in seconds). 8/16/32-bit PCM, any channel count and rate."""
+    the clip's duration in seconds). 8/16/32-bit PCM, any channel count, a rate of 1 to 384 kHz;
+    a file with fewer frames than its header declares is refused."""
     try:
         with wave.open(io.BytesIO(raw), "rb") as wav:
             channels, width, rate, frames = (
@@ -84,8 +90,14 @@ def decode_wav(
                 wav.getframerate(),
                 wav.getnframes(),
             )
-            if rate <= 0 or channels <= 0:
+            if channels <= 0:
                 raise DecodeError("audio", f"WAV header says {channels} channels at {rate} Hz")
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                raise DecodeError(
+                    "audio",
+                    f"WAV header says {rate} Hz; the sample rate must be "
+                    f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz",
+                )
             seconds = frames / rate
             if seconds > max_seconds:
                 raise DecodeError(
@@ -94,6 +106,13 @@ def decode_wav(
             data = wav.readframes(frames)
     except (wave.Error, EOFError) as err:
         raise DecodeError("audio", f"not a PCM WAV file ({err})") from err
+    declared = frames * channels * width
+    if len(data) < declared:
+        raise DecodeError(
+            "audio",
+            f"truncated WAV: its header declares {frames} frames ({declared} bytes of samples), "
+            f"the file holds {len(data)} bytes of them",
+        )
     dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
     if width not in dtypes:
         raise DecodeError("audio", f"{8 * width}-bit samples; 8, 16 or 32-bit PCM expected")

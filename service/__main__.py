@@ -30,16 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     # Imported here, after the thread-pool variables: numpy and faiss read them when loaded.
     import uvicorn
-    from pydantic import ValidationError
 
     from service.app import create_app
     from service.logs import configure
-    from service.settings import Settings
+    from service.settings import SettingsInvalidError, load_settings
 
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
-        settings = Settings(**overrides)
-    except ValidationError as err:
+        settings = load_settings(**overrides)
+    except SettingsInvalidError as err:  # names each setting and its problem, never a value
         print(f"error: settings: {err}", file=sys.stderr)
         return 2
     configure(settings.log_level)

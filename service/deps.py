@@ -15,7 +15,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from runtime.engine import Engine
 from service.batcher import Batcher
-from service.errors import ForbiddenError, NotReadyError, UnauthorizedError
+from service.errors import (
+    ForbiddenError,
+    NotReadyError,
+    StoreUnavailableError,
+    UnauthorizedError,
+)
 from service.settings import Scope, Settings
 from service.state import AppState
 from store import Store
@@ -26,6 +31,9 @@ _bearer = HTTPBearer(auto_error=False)
 async def get_state(request: Request) -> AppState:
     state = getattr(request.app.state, "qarm", None)
     if not isinstance(state, AppState):
+        waiting = getattr(request.app.state, "waiting", None)
+        if waiting:  # up since start-up, but the store has not answered yet
+            raise StoreUnavailableError(waiting)
         raise NotReadyError("the service is starting")
     return state
 
@@ -78,7 +86,7 @@ def require(scope: Scope) -> Callable[..., Awaitable[None]]:
             if hmac.compare_digest(given, entry.token.get_secret_value().encode()):
                 match = entry
         if match is None:
-            raise UnauthorizedError("unknown bearer token")
+            raise UnauthorizedError("unknown bearer token", invalid_token=True)
         request.state.token_name = match.name
         if scope not in match.scopes:
             raise ForbiddenError(f"token {match.name!r} lacks the {scope!r} scope")

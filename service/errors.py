@@ -2,7 +2,8 @@
 
 Every error body has the same shape:
 `{"error": {"kind": ..., "message": ..., "item": {"index", "id", "field"} | null}}`.
-503s carry `Retry-After`. Routes and the batcher raise these; `install` maps them, and also
+503s carry `Retry-After`, 401s `WWW-Authenticate: Bearer`.
+Routes and the batcher raise these; `install` maps them, and also
 the answers FastAPI and Starlette would otherwise give in their own shape (validation
 errors, unknown routes, wrong methods, unhandled exceptions), so that every non-2xx answer
 of the API has this body and is counted by kind. `ErrorAnswer` builds each answer, for the
@@ -86,8 +87,15 @@ class MethodNotAllowedError(ServiceError):
 
 
 class UnauthorizedError(ServiceError):
+    """No bearer token, or an unknown one (401); answered with the RFC 6750 challenge
+    `WWW-Authenticate: Bearer`, plus `error="invalid_token"` when a token was given."""
+
     status = 401
     kind = "unauthorized"
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.challenge = 'Bearer error="invalid_token"' if invalid_token else "Bearer"
 
 
 class ForbiddenError(ServiceError):
@@ -185,6 +193,8 @@ class ErrorAnswer:
         all_headers = dict(headers or {})
         if isinstance(err, UnavailableError):
             all_headers["Retry-After"] = str(self.retry_after_s)
+        if isinstance(err, UnauthorizedError):
+            all_headers["WWW-Authenticate"] = err.challenge
         return JSONResponse(
             error_body(err.kind, err.message, err.item),
             status_code=err.status,
@@ -200,11 +210,14 @@ def install(app: FastAPI, answer: ErrorAnswer) -> None:
         assert isinstance(err, ServiceError)
         return answer(err)
 
-    async def on_validation_error(_: Request, err: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, RequestValidationError)
-        return answer(_invalid_input(err))
+        where = f"{request.method} {request.url.path}"
+        return answer(_not_json(err, where) or _invalid_input(err))
 
     async def on_http_error(request: Request, err: Exception) -> JSONResponse:
+        # Any status Starlette or FastAPI raise by themselves, e.g. FastAPI's 400 for a body it
+        # cannot parse (bad UTF-8, JSON nested too deeply, an integer of too many digits).
         assert isinstance(err, HTTPException)
         return answer(_from_http(err, f"{request.method} {request.url.path}"), err.headers)
 
@@ -230,8 +243,32 @@ def _invalid_input(err: RequestValidationError) -> InvalidInputError:
     )
 
 
+def _not_json(err: RequestValidationError, where: str) -> BadRequestError | None:
+    """FastAPI's complaint that the body is not JSON at all (400 `bad_request`, as when it
+    cannot even be decoded: `_from_http`), else None."""
+    first = err.errors()[0] if err.errors() else {}
+    if first.get("type") != "json_invalid":
+        return None
+    loc = first.get("loc", ())
+    at = f" at character {loc[1]}" if len(loc) > 1 else ""
+    reason = (first.get("ctx") or {}).get("error", first.get("msg", "JSON decode error"))
+    return BadRequestError(f"{where}: the body is not valid JSON ({reason}{at})")
+
+
+def _parse_failure(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a body, from the exception it raised its 400 from."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return "an integer has too many digits (at most 4300)"
+    return type(cause).__name__ if cause is not None else "unknown reason"
+
+
 def _from_http(err: HTTPException, where: str) -> ServiceError:
-    """Starlette's own errors as the service's; `where` is `METHOD /path`."""
+    """Starlette's and FastAPI's own errors as the service's, whatever their status; `where` is
+    `METHOD /path`."""
     if err.status_code == 404:
         return UnknownRouteError(f"{where}: no such route (the API is at /docs)")
     if err.status_code == 405:
@@ -239,7 +276,11 @@ def _from_http(err: HTTPException, where: str) -> ServiceError:
         return MethodNotAllowedError(f"{where}: method not allowed; this path takes {allowed}")
     if err.status_code == 413:
         return TooLargeError(f"{where}: {err.detail}")
-    error = ServiceError(f"{where}: {err.detail}")  # none is raised today: keep its status
+    if err.status_code == 400 and err.__cause__ is not None:  # FastAPI parsing the body
+        return BadRequestError(
+            f"{where}: the body cannot be parsed as JSON: {_parse_failure(err.__cause__)}"
+        )
+    error = ServiceError(f"{where}: {err.detail}")  # any other status: keep it
     error.status = err.status_code
     if err.status_code < 500:
         error.kind = BadRequestError.kind

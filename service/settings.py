@@ -8,12 +8,20 @@ which may carry a password) are `SecretStr`, so they never appear in a repr or a
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import SettingsConfigDict, SettingsError
 
 from codebooks import latest_bundle
 from runtime import EngineOptions, InputLimits
@@ -150,3 +158,48 @@ class Settings(StoreSettings):
         """The folder of `bundle` (default: the `bundle` setting); `latest` is resolved now."""
         choice = bundle or self.bundle
         return latest_bundle(self.artifacts) if choice == "latest" else Path(choice)
+
+
+class SettingsInvalidError(ValueError):
+    """The settings cannot be built; the message names each setting and its problem, never a
+    value (a value may be a token or a URL with a password)."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """`Settings` from the environment and `overrides`, or SettingsInvalidError saying why not."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise SettingsInvalidError(settings_problems(err)) from None
+    except SettingsError as err:  # a value that is not JSON where JSON is expected (lists)
+        raise SettingsInvalidError(_source_problem(err)) from None
+
+
+def settings_problems(err: ValidationError) -> str:
+    """pydantic's complaints as `QARM_NAME (path): problem; ...`, without pydantic's
+    `input_value=...`, which would print a refused token."""
+    problems = []
+    for e in err.errors(include_input=False, include_url=False):
+        loc = [str(part) for part in e["loc"]]
+        name = f"{_env_name(loc[0])} ({'.'.join(loc)})" if loc else "settings"
+        problems.append(f"{name}: {e['msg']}")
+    return "; ".join(problems)
+
+
+def _source_problem(err: SettingsError) -> str:
+    found = re.search(r'field "([^"]+)"', str(err))
+    name = _env_name(found.group(1)) if found else "a setting"
+    cause = err.__cause__
+    if cause is None:
+        why = "its value cannot be parsed"
+    elif isinstance(cause, ValueError) and type(cause).__name__ == "JSONDecodeError":
+        # The message says where (line, column), not what: `str(cause)` holds no value.
+        why = f"not valid JSON ({cause})"
+    else:
+        why = f"its value cannot be parsed ({type(cause).__name__})"
+    return f"{name}: {why}"
+
+
+def _env_name(field: str) -> str:
+    """A field's environment variable (`tokens` -> QARM_TOKENS); a flag sets the same field."""
+    return f"QARM_{field.upper()}"

@@ -15,7 +15,8 @@ from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut
 
 router = APIRouter(prefix="/v1", tags=["codes"])
 
-PREFIX = re.compile(r"^[0-9]{1,5}(-[0-9]{1,5})*$")
+# fullmatch, not `^...$`: `$` also matches before a final newline ("1-2\n").
+PREFIX = re.compile(r"[0-9]{1,5}(?:-[0-9]{1,5})*")
 
 
 @router.post("/codes:batchGet", dependencies=[ReadAuth], response_model=BatchGetOut)
@@ -51,7 +52,7 @@ async def items_by_prefix(
 
 def parse_prefix(text: str, levels: int, centroids: int) -> list[int]:
     """`12-0-255` -> [12, 0, 255]; 400 unless 1..L integers each in 0..Nc-1."""
-    if not PREFIX.match(text):
+    if not PREFIX.fullmatch(text):
         raise BadRequestError(f"prefix {text!r}: expected 1..{levels} codes joined by '-'")
     codes = [int(c) for c in text.split("-")]
     if len(codes) > levels:

@@ -14,14 +14,15 @@ from service.schemas import SidOut
 
 router = APIRouter(prefix="/v1", tags=["sids"])
 
-SID = re.compile(r"^[0-9]{1,9}(-[0-9]{1,9})*$")
+# fullmatch, not `^...$`: `$` also matches before a final newline ("1-2-0\n").
+SID = re.compile(r"[0-9]{1,9}(?:-[0-9]{1,9})*")
 
 
 @router.get("/sids/{sid}", dependencies=[ReadAuth])
 async def item_for_sid(sid: str, state: StateDep, engine: EngineDep) -> SidOut:
     """The item whose semantic ID (`c1-...-cL-suffix`) this is."""
     levels = engine.levels
-    if not SID.match(sid) or len(sid.split("-")) != levels + 1:
+    if not SID.fullmatch(sid) or len(sid.split("-")) != levels + 1:
         raise BadRequestError(f"sid {sid!r}: expected {levels} RQ codes and a suffix joined by '-'")
     sid = codes_key(int(part) for part in sid.split("-"))  # as stored: no leading zeros
     item_id = await guarded(state, "sid", state.store.item_for_sid(engine.version, sid))

@@ -4,12 +4,16 @@ The lifespan owns every resource: the store (Redis pool or SQLite thread), the t
 (decode; encode, one thread), the engine (bundle, ONNX Runtime session, quantizer) and the
 batcher task. Start-up loads and verifies the bundle, warms the encoder, seeds and activates
 the version in the store and starts the batcher; only then does the server accept requests,
-so /readyz is green from the first request it answers. Shutdown (SIGTERM: uvicorn first waits
-for the requests in flight) drains the batcher, then closes the store and pools.
+so /readyz is green from the first request it answers. A store that does not answer at
+start-up is waited for instead: the server accepts requests (/healthz 200, /readyz and the
+rest 503) while a task retries with backoff, and serves once the store answers. Shutdown
+(SIGTERM: uvicorn first waits for the requests in flight) cancels that wait, drains the
+batcher, then closes the store and pools.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -30,7 +34,7 @@ from service.metrics import Metrics
 from service.routes import admin, codes, health, items, sids
 from service.settings import Settings
 from service.state import AppState, first_engine, publish
-from store import open_store
+from store import StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -50,32 +54,28 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.queue_capacity.set(settings.max_queue)
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="qarm-decode")
         encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
-        batcher: Batcher | None = None
+        batcher = Batcher(
+            store,
+            encode_pool,
+            metrics,
+            limits=Limits(
+                max_batch=settings.max_batch,
+                max_tokens=settings.max_batch_tokens,
+                max_pixels=settings.max_batch_pixels,
+                max_audio_s=settings.max_batch_audio_s,
+            ),
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            max_queue=settings.max_queue,
+            wait_always=settings.batch_wait == "always",
+        )
         follower: Follower | None = None
-        try:
+        waiting: asyncio.Task[None] | None = None
+
+        async def serve() -> None:
+            """What needs the store: the first engine (activated in the store) and the first
+            round of following it; then requests are served (app.state.qarm is set)."""
+            nonlocal follower
             engine = await first_engine(settings, metrics, store)
-            publish(metrics, engine, {})
-            log.info(
-                "serving bundle %s from the %s store; encoder on %s",
-                engine.version,
-                store.kind,
-                engine.provider,
-            )
-            batcher = Batcher(
-                store,
-                encode_pool,
-                metrics,
-                limits=Limits(
-                    max_batch=settings.max_batch,
-                    max_tokens=settings.max_batch_tokens,
-                    max_pixels=settings.max_batch_pixels,
-                    max_audio_s=settings.max_batch_audio_s,
-                ),
-                max_wait_s=settings.max_wait_ms / 1000.0,
-                max_queue=settings.max_queue,
-                wait_always=settings.batch_wait == "always",
-            )
-            batcher.start()
             state = AppState(
                 settings=settings,
                 metrics=metrics,
@@ -86,18 +86,57 @@ def create_app(settings: Settings) -> FastAPI:
                 encode_pool=encode_pool,
             )
             if settings.follow:
-                follower = Follower(state)
-                await follower.follow()  # staged versions are written from the first request
-                follower.start()
+                first = Follower(state)
+                await first.follow()  # staged versions are written from the first request
+                first.start()
+                follower = first
+            publish(metrics, engine, state.written)
             app.state.qarm = state
             app.state.follower = follower
+            app.state.waiting = None
+            log.info(
+                "serving bundle %s from the %s store; encoder on %s",
+                engine.version,
+                store.kind,
+                engine.provider,
+            )
+
+        async def serve_when_the_store_answers() -> None:
+            """Try `serve` again, backing off from 0.5 s to 5 s, until the store answers.
+            A failure that is not the store's is a bug or a bad bundle: /healthz turns red."""
+            delay = 0.5
+            try:
+                while True:
+                    await asyncio.sleep(delay)
+                    try:
+                        await serve()
+                        log.info("the store answers again; ready")
+                        return
+                    except StoreError as err:
+                        app.state.waiting = f"the store is unreachable: {err}"
+                        delay = min(2 * delay, 5.0)
+            except Exception as err:
+                app.state.start_error = err
+                log.exception("start-up failed after the store came back; restart the process")
+
+        batcher.start()
+        try:
+            try:
+                await serve()
+            except StoreError as err:
+                # stay up: /healthz answers, /readyz says why not ready, requests get 503s
+                log.warning("the store is unreachable (%s); waiting for it, not ready", err)
+                app.state.waiting = f"the store is unreachable: {err}"
+                waiting = asyncio.create_task(serve_when_the_store_answers(), name="qarm-wait")
             yield
         finally:
+            if waiting is not None:
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
             if follower is not None:
                 await follower.close()
-            if batcher is not None:
-                await batcher.close()
-                log.info("batcher drained")
+            await batcher.close()
+            log.info("batcher drained")
             app.state.qarm = None
             await store.close()
             decode_pool.shutdown(wait=True)
@@ -112,6 +151,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.state.qarm = None
     app.state.follower = None
+    app.state.waiting = None  # why not ready while the store has not answered since start-up
+    app.state.start_error = None  # a start-up that failed after waiting for the store
     answer = ErrorAnswer(settings.retry_after_s, lambda kind: metrics.errors.labels(kind).inc())
     install(app, answer)
     for module in (items, codes, sids, admin, health):

@@ -96,9 +96,13 @@ async def reload(state: AppState, bundle: str) -> tuple[str, str]:
             state.metrics.reloads.labels("failed").inc()
             raise StoreUnavailableError(f"reload: the store failed: {err}") from err
         except Exception as err:
+            # the detail (server paths, which files exist) goes to the log, not to the client
             state.metrics.reloads.labels("failed").inc()
-            log.exception("reload of %s failed; %s keeps serving", bundle, previous)
-            raise ReloadFailedError(f"reload of {bundle!r} failed: {err}") from err
+            log.warning("reload of %r failed (%r); %s keeps serving", bundle, err, previous)
+            raise ReloadFailedError(
+                f"reload of {bundle!r} failed: the bundle could not be loaded; "
+                f"{previous} keeps serving"
+            ) from err
         state.engine = engine
         publish(state.metrics, engine, state.written)
         state.metrics.reloads.labels("ok").inc()

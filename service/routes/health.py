@@ -17,10 +17,14 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=Health)
 async def healthz(request: Request) -> JSONResponse:
     """200 while the process answers, also while it starts or its store is down (those mend
-    themselves); 503 once its batcher or its follower has died, which only a restart mends, so
-    that a liveness probe restarts the process."""
+    themselves); 503 once its batcher or its follower has died, or start-up failed after
+    waiting for the store, which only a restart mends, so that a liveness probe restarts it."""
     state = getattr(request.app.state, "qarm", None)
     follower = getattr(request.app.state, "follower", None)
+    start_error = getattr(request.app.state, "start_error", None)
+    if start_error is not None:
+        body = Health(status="dead", detail=f"start-up failed ({start_error!r}); restart")
+        return JSONResponse(body.model_dump(), status_code=503)
     if isinstance(state, AppState):
         detail = None
         if state.batcher.error is not None:
@@ -35,10 +39,12 @@ async def healthz(request: Request) -> JSONResponse:
 
 @router.get("/readyz", response_model=Health)
 async def readyz(request: Request) -> JSONResponse:
-    """200 when the bundle is loaded and warmed up, the batcher runs and the store answers."""
+    """200 when the bundle is loaded and warmed up, the batcher runs and the store answers;
+    before that (also while the store has not answered since start-up) 503 saying why."""
     state = getattr(request.app.state, "qarm", None)
     if not isinstance(state, AppState):
-        return _not_ready(None, "starting: the bundle is not loaded yet", 1)
+        waiting = getattr(request.app.state, "waiting", None)
+        return _not_ready(None, waiting or "starting: the bundle is not loaded yet", 1)
     version, retry = state.engine.version, state.settings.retry_after_s
     if not state.batcher.alive:
         detail = f"the batcher is not running ({state.batcher.error!r})"

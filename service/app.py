@@ -39,24 +39,22 @@ from store import StoreError, open_store
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    metrics = Metrics()
+class Resources:
+    """What the lifespan owns: the store, the thread pools (decode; encode, one thread), the
+    batcher, and once the store answers the engine, the app's state and the follower."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.tokens:
-            log.warning(
-                "NO AUTH: no bearer tokens are configured (QARM_TOKENS); anyone who reaches "
-                "this port can write and reload. Configure tokens before exposing the service."
-            )
-        store = open_store(settings)
-        metrics.declare(error_kinds(), store.kind)
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.store = open_store(settings)
+        metrics.declare(error_kinds(), self.store.kind)
         metrics.queue_capacity.set(settings.max_queue)
-        decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="qarm-decode")
-        encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
-        batcher = Batcher(
-            store,
-            encode_pool,
+        self.decode_pool = ThreadPoolExecutor(
+            settings.decode_threads, thread_name_prefix="qarm-decode"
+        )
+        self.encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
+        self.batcher = Batcher(
+            self.store,
+            self.encode_pool,
             metrics,
             limits=Limits(
                 max_batch=settings.max_batch,
@@ -68,79 +66,101 @@ def create_app(settings: Settings) -> FastAPI:
             max_queue=settings.max_queue,
             wait_always=settings.batch_wait == "always",
         )
-        follower: Follower | None = None
-        waiting: asyncio.Task[None] | None = None
+        self.follower: Follower | None = None
+        self.waiting: asyncio.Task[None] | None = None
 
-        async def serve() -> None:
-            """What needs the store: the first engine (activated in the store) and the first
-            round of following it; then requests are served (app.state.qarm is set)."""
-            nonlocal follower
-            engine = await first_engine(settings, metrics, store)
-            state = AppState(
-                settings=settings,
-                metrics=metrics,
-                store=store,
-                batcher=batcher,
-                engine=engine,
-                decode_pool=decode_pool,
-                encode_pool=encode_pool,
-            )
-            if settings.follow:
-                first = Follower(state)
-                await first.follow()  # staged versions are written from the first request
-                first.start()
-                follower = first
-            publish(metrics, engine, state.written)
-            app.state.qarm = state
-            app.state.follower = follower
-            app.state.waiting = None
-            log.info(
-                "serving bundle %s from the %s store; encoder on %s",
-                engine.version,
-                store.kind,
-                engine.provider,
-            )
-
-        async def serve_when_the_store_answers() -> None:
-            """Try `serve` again, backing off from 0.5 s to 5 s, until the store answers.
-            A failure that is not the store's is a bug or a bad bundle: /healthz turns red."""
-            delay = 0.5
-            try:
-                while True:
-                    await asyncio.sleep(delay)
-                    try:
-                        await serve()
-                        log.info("the store answers again; ready")
-                        return
-                    except StoreError as err:
-                        app.state.waiting = f"the store is unreachable: {err}"
-                        delay = min(2 * delay, 5.0)
-            except Exception as err:
-                app.state.start_error = err
-                log.exception("start-up failed after the store came back; restart the process")
-
-        batcher.start()
+    async def start(self, app: FastAPI) -> None:
+        """Serve now, or, when the store does not answer, stay up (/healthz answers, /readyz
+        says why not ready, requests get 503s) and serve once it does."""
+        self.batcher.start()
         try:
-            try:
-                await serve()
-            except StoreError as err:
-                # stay up: /healthz answers, /readyz says why not ready, requests get 503s
-                log.warning("the store is unreachable (%s); waiting for it, not ready", err)
-                app.state.waiting = f"the store is unreachable: {err}"
-                waiting = asyncio.create_task(serve_when_the_store_answers(), name="qarm-wait")
+            await self.serve(app)
+        except StoreError as err:
+            log.warning("the store is unreachable (%s); waiting for it, not ready", err)
+            app.state.waiting = f"the store is unreachable: {err}"
+            self.waiting = asyncio.create_task(
+                self._serve_when_the_store_answers(app), name="qarm-wait"
+            )
+
+    async def serve(self, app: FastAPI) -> None:
+        """What needs the store: the first engine (activated in the store) and the first
+        round of following it; then requests are served (app.state.qarm is set)."""
+        settings, metrics, store = self.settings, self.metrics, self.store
+        engine = await first_engine(settings, metrics, store)
+        state = AppState(
+            settings=settings,
+            metrics=metrics,
+            store=store,
+            batcher=self.batcher,
+            engine=engine,
+            decode_pool=self.decode_pool,
+            encode_pool=self.encode_pool,
+        )
+        if settings.follow:
+            follower = Follower(state)
+            await follower.follow()  # staged versions are written from the first request
+            follower.start()
+            self.follower = follower
+        publish(metrics, engine, state.written)
+        app.state.qarm = state
+        app.state.follower = self.follower
+        app.state.waiting = None
+        log.info(
+            "serving bundle %s from the %s store; encoder on %s",
+            engine.version,
+            store.kind,
+            engine.provider,
+        )
+
+    async def _serve_when_the_store_answers(self, app: FastAPI) -> None:
+        """Try `serve` again, backing off from 0.5 s to 5 s, until the store answers.
+        A failure that is not the store's is a bug or a bad bundle: /healthz turns red."""
+        delay = 0.5
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    await self.serve(app)
+                    log.info("the store answers again; ready")
+                    return
+                except StoreError as err:
+                    app.state.waiting = f"the store is unreachable: {err}"
+                    delay = min(2 * delay, 5.0)
+        except Exception as err:
+            app.state.start_error = err
+            log.exception("start-up failed after the store came back; restart the process")
+
+    async def close(self, app: FastAPI) -> None:
+        """Cancel a wait for the store, stop following, drain the batcher, close the rest."""
+        if self.waiting is not None:
+            self.waiting.cancel()
+            await asyncio.gather(self.waiting, return_exceptions=True)
+        if self.follower is not None:
+            await self.follower.close()
+        await self.batcher.close()
+        log.info("batcher drained")
+        app.state.qarm = None
+        await self.store.close()
+        self.decode_pool.shutdown(wait=True)
+        self.encode_pool.shutdown(wait=True)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.tokens:
+            log.warning(
+                "NO AUTH: no bearer tokens are configured (QARM_TOKENS); anyone who reaches "
+                "this port can write and reload. Configure tokens before exposing the service."
+            )
+        resources = Resources(settings, metrics)
+        try:
+            await resources.start(app)
             yield
         finally:
-            if waiting is not None:
-                waiting.cancel()
-                await asyncio.gather(waiting, return_exceptions=True)
-            if follower is not None:
-                await follower.close()
-            await batcher.close()
-            log.info("batcher drained")
-            app.state.qarm = None
-            await store.close()
-            decode_pool.shutdown(wait=True)
-            encode_pool.shutdown(wait=True)
+            await resources.close(app)
 
     app = FastAPI(
         title="qarm",

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,25 @@ class ItemRef(BaseModel):
     index: int | None = None  # position in the request's `items`
     id: str | None = None
     field: str | None = None  # text, image, audio, embedding, id, ...
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: `kind` (one per failure, see `error_kinds`), a message for people, and
+    the item it is about, if any."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="the failure's kind, e.g. `invalid_input`, `not_found`")
+    message: str
+    item: ItemRef | None = Field(description="the item or field it is about; null if none")
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx answer of the API (`error_body` builds it; the OpenAPI schema of errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorInfo
 
 
 class ServiceError(Exception):

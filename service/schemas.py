@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from codebooks.sid import ID_PATTERN
+from service.errors import ErrorBody
 
 ItemId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
@@ -101,3 +102,39 @@ class Health(BaseModel):
     status: str
     bundle_version: str | None = None
     detail: str | None = None
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": '`Bearer`, or `Bearer error="invalid_token"` for an unknown token',
+        "schema": {"type": "string"},
+    }
+}
+# status -> (the kinds it answers, headers): docs/service.md's error table
+_ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("`bad_request`: a malformed path or query parameter, or a body that is not JSON", {}),
+    401: ("`unauthorized`: no bearer token, or an unknown one", _CHALLENGE),
+    403: ("`forbidden`: the token lacks the route's scope", {}),
+    404: ("`not_found`: an unknown item or semantic ID", {}),
+    409: ("`reload_failed`: the bundle cannot be loaded; the old one keeps serving", {}),
+    413: ("`too_large`: the body is over QARM_MAX_BODY_BYTES", {}),
+    422: ("`invalid_input`: an item or field breaks the API's rules; `item` names it", {}),
+    500: ("`encoder_failed`, `write_failed` or `internal`: a failure on the service's side", {}),
+    503: (
+        "`overloaded`, `deadline_exceeded`, `store_unavailable`, `batcher_dead`, `not_ready` "
+        "or `unavailable`: try again after Retry-After",
+        _RETRY_AFTER,
+    ),
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=`: each status answered with the error body (`ErrorBody`), its
+    kinds and headers, for the OpenAPI document. A declared 422 replaces FastAPI's own
+    `HTTPValidationError`, which the service never answers."""
+    return {
+        status: {"model": ErrorBody, "description": _ERRORS[status][0]}
+        | ({"headers": _ERRORS[status][1]} if _ERRORS[status][1] else {})
+        for status in statuses
+    }

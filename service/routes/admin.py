@@ -7,13 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from service.deps import AdminAuth, StateDep
-from service.schemas import ReloadIn, ReloadOut
+from service.schemas import ReloadIn, ReloadOut, error_responses
 from service.state import reload
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.post("/reload", dependencies=[AdminAuth])
+@router.post(
+    "/reload",
+    dependencies=[AdminAuth],
+    responses=error_responses(400, 401, 403, 409, 413, 422, 500, 503),
+)
 async def reload_bundle(
     state: StateDep, body: Annotated[ReloadIn | None, Body()] = None
 ) -> ReloadOut:

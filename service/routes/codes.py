@@ -11,7 +11,7 @@ from service.deps import EngineDep, ReadAuth, StateDep
 from service.errors import BadRequestError, InvalidInputError, ItemRef
 from service.reads import guarded, read_codes
 from service.routes.items import codes_out, json_response
-from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut
+from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut, error_responses
 
 router = APIRouter(prefix="/v1", tags=["codes"])
 
@@ -19,7 +19,12 @@ router = APIRouter(prefix="/v1", tags=["codes"])
 PREFIX = re.compile(r"[0-9]{1,5}(?:-[0-9]{1,5})*")
 
 
-@router.post("/codes:batchGet", dependencies=[ReadAuth], response_model=BatchGetOut)
+@router.post(
+    "/codes:batchGet",
+    dependencies=[ReadAuth],
+    response_model=BatchGetOut,
+    responses=error_responses(400, 401, 403, 413, 422, 500, 503),
+)
 async def batch_get(body: BatchGetIn, state: StateDep, engine: EngineDep) -> Response:
     """Codes of up to max_batch_get ids, in request order; null for an unknown id."""
     limit = state.settings.max_batch_get
@@ -32,7 +37,11 @@ async def batch_get(body: BatchGetIn, state: StateDep, engine: EngineDep) -> Res
     return json_response({"bundle_version": engine.version, "items": items})
 
 
-@router.get("/codes/rq/{prefix}/items", dependencies=[ReadAuth])
+@router.get(
+    "/codes/rq/{prefix}/items",
+    dependencies=[ReadAuth],
+    responses=error_responses(400, 401, 403, 422, 500, 503),
+)
 async def items_by_prefix(
     prefix: str,
     state: StateDep,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.follower import Follower
@@ -13,8 +15,13 @@ from store import StoreError
 
 router = APIRouter(tags=["health"])
 
+# the probes answer their 503s with their own body, not the error body
+PROBE_503: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "`status` (`dead`, `not_ready`) and `detail` say why"}
+}
 
-@router.get("/healthz", response_model=Health)
+
+@router.get("/healthz", response_model=Health, responses=PROBE_503)
 async def healthz(request: Request) -> JSONResponse:
     """200 while the process answers, also while it starts or its store is down (those mend
     themselves); 503 once its batcher or its follower has died, or start-up failed after
@@ -37,7 +44,7 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(Health(status="ok").model_dump())
 
 
-@router.get("/readyz", response_model=Health)
+@router.get("/readyz", response_model=Health, responses=PROBE_503)
 async def readyz(request: Request) -> JSONResponse:
     """200 when the bundle is loaded and warmed up, the batcher runs and the store answers;
     before that (also while the store has not answered since start-up) 503 saying why."""
@@ -57,7 +64,11 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(Health(status="ready", bundle_version=version).model_dump())
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format"}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     registry = request.app.state.metrics.registry

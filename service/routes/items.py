@@ -15,11 +15,14 @@ from service.deps import EngineDep, ReadAuth, StateDep, WriteAuth
 from service.errors import InvalidInputError, ItemRef, NotFoundError
 from service.prepare import prepare_all
 from service.reads import read_codes
-from service.schemas import Codes, ItemBody, ItemIn, ItemsIn, ItemsOut
+from service.schemas import Codes, ItemBody, ItemIn, ItemsIn, ItemsOut, error_responses
 from service.state import AppState
 from store import StoredCodes
 
 router = APIRouter(prefix="/v1", tags=["items"])
+
+# every answer but the 200: for the OpenAPI document
+WRITE_ERRORS = error_responses(400, 401, 403, 413, 422, 500, 503)
 
 PathId = Annotated[str, Path(pattern=ID_PATTERN, description="the item id")]
 
@@ -41,7 +44,7 @@ def json_response(payload: Any) -> Response:
     return Response(to_json(payload), media_type="application/json")
 
 
-@router.post("/items", dependencies=[WriteAuth], response_model=ItemsOut)
+@router.post("/items", dependencies=[WriteAuth], response_model=ItemsOut, responses=WRITE_ERRORS)
 async def post_items(body: ItemsIn, state: StateDep, engine: EngineDep) -> Response:
     """Encode 1..max_items_per_request items; answers after their codes are in the store."""
     limit = state.settings.max_items_per_request
@@ -64,14 +67,21 @@ async def post_items(body: ItemsIn, state: StateDep, engine: EngineDep) -> Respo
     return json_response({"bundle_version": engine.version, "items": items})
 
 
-@router.put("/items/{item_id}", dependencies=[WriteAuth])
+@router.put(
+    "/items/{item_id}", dependencies=[WriteAuth], response_model=Codes, responses=WRITE_ERRORS
+)
 async def put_item(item_id: PathId, body: ItemBody, state: StateDep, engine: EngineDep) -> Response:
     """Encode one item whose id is in the path."""
     (record,) = await encode(state, engine, [ItemIn(id=item_id, **body.model_dump())])
     return json_response(codes_out(record, engine.version))
 
 
-@router.get("/items/{item_id}/codes", dependencies=[ReadAuth], response_model=Codes)
+@router.get(
+    "/items/{item_id}/codes",
+    dependencies=[ReadAuth],
+    response_model=Codes,
+    responses=error_responses(401, 403, 404, 422, 500, 503),
+)
 async def get_codes(item_id: PathId, state: StateDep, engine: EngineDep) -> Response:
     (record,) = await read_codes(state, engine.version, [item_id])
     if record is None:

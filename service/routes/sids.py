@@ -10,7 +10,7 @@ from codebooks.sid import codes_key
 from service.deps import EngineDep, ReadAuth, StateDep
 from service.errors import BadRequestError, NotFoundError
 from service.reads import guarded
-from service.schemas import SidOut
+from service.schemas import SidOut, error_responses
 
 router = APIRouter(prefix="/v1", tags=["sids"])
 
@@ -18,7 +18,12 @@ router = APIRouter(prefix="/v1", tags=["sids"])
 SID = re.compile(r"[0-9]{1,9}(?:-[0-9]{1,9})*")
 
 
-@router.get("/sids/{sid}", dependencies=[ReadAuth])
+# 422: never answered (the path takes any text), declared for the shape FastAPI would give it
+@router.get(
+    "/sids/{sid}",
+    dependencies=[ReadAuth],
+    responses=error_responses(400, 401, 403, 404, 422, 500, 503),
+)
 async def item_for_sid(sid: str, state: StateDep, engine: EngineDep) -> SidOut:
     """The item whose semantic ID (`c1-...-cL-suffix`) this is."""
     levels = engine.levels

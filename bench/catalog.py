@@ -520,12 +520,43 @@ def paths(args: Args) -> tuple[Path, Path, Path]:
     return folder, folder / "items.parquet", folder / f"events-{args.events}.parquet"
 
 
+@dataclass
+class Bench:
+    """What the stages share: the arguments, the report they add to, and the run's files."""
+
+    args: Args
+    report: Report
+    folder: Path
+    items_path: Path
+    events_path: Path
+
+    @property
+    def media_dir(self) -> Path:
+        return self.folder / "media"
+
+
 def run(args: Args, path: Path) -> dict[str, Any]:
     """Every stage not in `args.skip`; the report, also written to `path` as it goes."""
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # before report_head, which records it
     folder, items_path, events_path = paths(args)
-    media_dir = folder / "media"
-    head = {
+    bench = Bench(args, Report(path, report_head(args)), folder, items_path, events_path)
+    if "write" not in args.skip:
+        write_stage(bench)
+    record_files(bench)
+    catalog = open_stage(bench) if "open" not in args.skip else None
+    ids = catalog.ids if catalog is not None else item_ids(items_path)
+    events = events_stage(bench, ids) if "events" not in args.skip else None
+    pairs = pairs_stage(bench, events, len(ids))
+    del events  # alignment runs without the event log in memory
+    if "align" not in args.skip:
+        align_stage(bench, catalog, pairs)
+    bench.report.save()
+    return bench.report.as_dict(None)
+
+
+def report_head(args: Args) -> dict[str, Any]:
+    """The report's fixed part: date, machine, sizes and arguments."""
+    return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             **machine(),
@@ -539,37 +570,47 @@ def run(args: Args, path: Path) -> dict[str, Any]:
         "peak_rss_exact": _reset_high_water(),  # VmHWM can be reset: per-stage peaks are exact
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
     }
-    report = Report(path, head)
 
-    # 1. write (skipped when both files exist, unless --rewrite)
-    if "write" not in args.skip:
-        folder.mkdir(parents=True, exist_ok=True)
-        need_items = args.rewrite or not items_path.is_file()
-        need_events = args.rewrite or not events_path.is_file()
-        if need_items or need_events:
-            # In a process of its own, as a user's files exist before the pipeline starts:
-            # the measured stages then run in a process that did nothing else.
-            command = [
-                sys.executable,
-                "-m",
-                "bench.catalog",
-                "--write-only",
-                f"--items={args.items}",
-                f"--events={args.events}",
-                f"--data={args.data}",
-                f"--seed={args.seed}",
-                *(["--rewrite"] if args.rewrite else []),
-                *([] if args.progress else ["--quiet"]),
-            ]
-            with measure("write files (not the pipeline)", report) as stage:
-                done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
-            stage.extra.update(json.loads(done.stdout.strip().splitlines()[-1]))
-            stage.children_peak_rss_mib = stage.extra.pop("writer_peak_rss_mib")
-        else:
-            report.notes.append(f"files reused from {folder} (--rewrite writes them again)")
+
+def write_stage(bench: Bench) -> None:
+    """1. The two files, written by a process of their own unless both exist (--rewrite)."""
+    args = bench.args
+    bench.folder.mkdir(parents=True, exist_ok=True)
+    need_items = args.rewrite or not bench.items_path.is_file()
+    need_events = args.rewrite or not bench.events_path.is_file()
+    if not (need_items or need_events):
+        bench.report.notes.append(f"files reused from {bench.folder} (--rewrite writes them again)")
+        return
+    # In a process of its own, as a user's files exist before the pipeline starts: the
+    # measured stages then run in a process that did nothing else.
+    with measure("write files (not the pipeline)", bench.report) as stage:
+        done = subprocess.run(write_command(args), check=True, stdout=subprocess.PIPE, text=True)
+    stage.extra.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    stage.children_peak_rss_mib = stage.extra.pop("writer_peak_rss_mib")
+
+
+def write_command(args: Args) -> list[str]:
+    """`python -m bench.catalog --write-only` with this run's sizes, folder and seed."""
+    return [
+        sys.executable,
+        "-m",
+        "bench.catalog",
+        "--write-only",
+        f"--items={args.items}",
+        f"--events={args.events}",
+        f"--data={args.data}",
+        f"--seed={args.seed}",
+        *(["--rewrite"] if args.rewrite else []),
+        *([] if args.progress else ["--quiet"]),
+    ]
+
+
+def record_files(bench: Bench) -> None:
+    """The two files' sizes into the report's head; stops the run if either is missing."""
+    items_path, events_path = bench.items_path, bench.events_path
     if not (items_path.is_file() and events_path.is_file()):
         raise SystemExit(f"{items_path} or {events_path} missing: run without --skip write")
-    head["files"] = {
+    bench.report.head["files"] = {
         "items": str(items_path),
         "items_bytes": items_path.stat().st_size,
         "item_row_groups": pq.ParquetFile(items_path).metadata.num_row_groups,
@@ -577,88 +618,97 @@ def run(args: Args, path: Path) -> dict[str, Any]:
         "events_bytes": events_path.stat().st_size,
     }
 
-    # 2. open_items: cold (empty media cache), then warm (cache reused)
-    catalog: ParquetCatalog | None = None
-    if "open" not in args.skip:
-        shutil.rmtree(media_dir, ignore_errors=True)
-        with measure("open_items", report) as stage:
-            catalog = open_items(
-                items_path, media_dir, group_column="group", progress=args.progress
-            )
-        stage.extra["rows_per_s"] = len(catalog) / stage.seconds
-        stage.extra["media_cache_bytes"] = sum(
-            p.stat().st_size for p in media_dir.iterdir() if p.is_file()
+
+def open_stage(bench: Bench) -> ParquetCatalog:
+    """2. `open_items` cold (empty media cache), then warm: the warm catalog is kept."""
+    shutil.rmtree(bench.media_dir, ignore_errors=True)
+    open_cold(bench)  # its catalog is gone before the warm open starts
+    with measure("open_items (cache reused)", bench.report) as stage:
+        catalog = open_items(
+            bench.items_path, bench.media_dir, group_column="group", progress=False
         )
-        stage.extra["covers"] = int(catalog.media["image"].present.sum())
-        stage.extra["text_bytes"] = catalog.text.nbytes if catalog.text is not None else 0
-        del catalog
-        with measure("open_items (cache reused)", report) as stage:
-            catalog = open_items(items_path, media_dir, group_column="group", progress=False)
-        stage.extra["rows_per_s"] = len(catalog) / stage.seconds
-    ids: npt.NDArray[np.str_] = (
-        catalog.ids
-        if catalog is not None
-        else np.asarray(pq.read_table(items_path, columns=["id"]).column("id").to_pylist())
+    stage.extra["rows_per_s"] = len(catalog) / stage.seconds
+    return catalog
+
+
+def open_cold(bench: Bench) -> None:
+    """`open_items` with an empty media cache: every row checked, every cover copied."""
+    media_dir = bench.media_dir
+    with measure("open_items", bench.report) as stage:
+        catalog = open_items(
+            bench.items_path, media_dir, group_column="group", progress=bench.args.progress
+        )
+    stage.extra["rows_per_s"] = len(catalog) / stage.seconds
+    stage.extra["media_cache_bytes"] = sum(
+        p.stat().st_size for p in media_dir.iterdir() if p.is_file()
     )
+    stage.extra["covers"] = int(catalog.media["image"].present.sum())
+    stage.extra["text_bytes"] = catalog.text.nbytes if catalog.text is not None else 0
 
-    # 3. read_events
-    events: Interactions | None = None
-    if "events" not in args.skip:
-        with measure("read_events", report) as stage:
-            events = read_events(events_path, ids)
-        stage.extra["rows_per_s"] = len(events) / stage.seconds
-        stage.extra["users"] = events.n_users
-        stage.extra["positives"] = int(events.label.sum())
 
-    # 4. mine_pairs
-    pairs: MinedPairs | None = None
-    if "pairs" not in args.skip and events is not None:
-        parts = (
-            "train_id_embeddings",
-            "user2item_pairs",
-            "swing_pairs",
-            "merge_pairs",
-            "split_pairs",
-        )
-        with (
-            measure("mine_pairs", report) as stage,
-            timed_calls(models.pairs, parts, stage) as by_part,
-        ):
-            pairs = mine_pairs(events, len(ids), PairConfig())
-        stage.extra["events_per_s"] = len(events) / stage.seconds
-        stage.extra["pairs"] = pairs.counts
-        stage.extra["parts"] = by_part
-    elif "pairs" not in args.skip:
-        report.notes.append("pairs skipped: they need the events stage")
-    elif events is not None and "align" not in args.skip:
-        pairs = standin_pairs(events, len(ids))
-        report.notes.append(
+def item_ids(items_path: Path) -> npt.NDArray[np.str_]:
+    """The items' ids read from the file, when the open stage is skipped."""
+    return np.asarray(pq.read_table(items_path, columns=["id"]).column("id").to_pylist())
+
+
+def events_stage(bench: Bench, ids: npt.NDArray[np.str_]) -> Interactions:
+    """3. `read_events` against the items' ids."""
+    with measure("read_events", bench.report) as stage:
+        events = read_events(bench.events_path, ids)
+    stage.extra["rows_per_s"] = len(events) / stage.seconds
+    stage.extra["users"] = events.n_users
+    stage.extra["positives"] = int(events.label.sum())
+    return events
+
+
+def pairs_stage(bench: Bench, events: Interactions | None, n_items: int) -> MinedPairs | None:
+    """4. Mined pairs; with `--skip pairs`, stand-in pairs if alignment still runs; None
+    when there are no events or nothing needs pairs."""
+    skip, notes = bench.args.skip, bench.report.notes
+    if "pairs" not in skip and events is not None:
+        return mine_stage(bench, events, n_items)
+    if "pairs" not in skip:
+        notes.append("pairs skipped: they need the events stage")
+    elif events is not None and "align" not in skip:
+        pairs = standin_pairs(events, n_items)
+        notes.append(
             f"pairs not mined (--skip pairs): alignment trained on {len(pairs.train):,} stand-in "
             "pairs (each positive event with the same user's previous one)"
         )
-    del events
+        return pairs
+    return None
 
-    # 5. alignment throughput
-    if "align" not in args.skip and pairs is not None and catalog is not None:
-        torch.manual_seed(args.seed)
-        model = MultimodalEncoder(EncoderConfig())
-        assert model.text_frozen
-        with measure(f"one batch of {2 * args.align_batch} items, by part", report) as stage:
-            stage.extra.update(
-                batch_parts(model, catalog, pairs, args.align_batch, args.part_repeats)
-            )
-        for workers in args.workers:
-            with measure(f"train, workers={workers}", report) as stage:
-                stage.extra.update(
-                    align_throughput(
-                        model, catalog, pairs, args.align_steps, args.align_batch, workers
-                    )
-                )
-    elif "align" not in args.skip:
+
+def mine_stage(bench: Bench, events: Interactions, n_items: int) -> MinedPairs:
+    """`mine_pairs` with the seconds and peak RSS of each of its parts."""
+    parts = ("train_id_embeddings", "user2item_pairs", "swing_pairs", "merge_pairs", "split_pairs")
+    with (
+        measure("mine_pairs", bench.report) as stage,
+        timed_calls(models.pairs, parts, stage) as by_part,
+    ):
+        pairs = mine_pairs(events, n_items, PairConfig())
+    stage.extra["events_per_s"] = len(events) / stage.seconds
+    stage.extra["pairs"] = pairs.counts
+    stage.extra["parts"] = by_part
+    return pairs
+
+
+def align_stage(bench: Bench, catalog: ParquetCatalog | None, pairs: MinedPairs | None) -> None:
+    """5. One batch by part, then `train` with each `--workers`; needs a catalog and pairs."""
+    args, report = bench.args, bench.report
+    if pairs is None or catalog is None:
         report.notes.append("align skipped: it needs the open and events stages")
-
-    report.save()
-    return report.as_dict(None)
+        return
+    torch.manual_seed(args.seed)
+    model = MultimodalEncoder(EncoderConfig())
+    assert model.text_frozen
+    with measure(f"one batch of {2 * args.align_batch} items, by part", report) as stage:
+        stage.extra.update(batch_parts(model, catalog, pairs, args.align_batch, args.part_repeats))
+    for workers in args.workers:
+        with measure(f"train, workers={workers}", report) as stage:
+            stage.extra.update(
+                align_throughput(model, catalog, pairs, args.align_steps, args.align_batch, workers)
+            )
 
 
 def _rate(stage: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,59 @@ def missing_under(r: redis.Redis, prefix: str, version: str, ids: list[str]) -> 
     return missing
 
 
+@dataclass
+class Rollout:
+    """What the stages share: the arguments, both bundles, this run's Redis prefix and
+    connection, the processes started (so that `stop` ends them whatever failed) and the
+    problems found so far."""
+
+    args: argparse.Namespace
+    bundle_a: Path
+    bundle_b: Path
+    run: str
+    prefix: str
+    r: redis.Redis
+    log: Path  # the backfill's output, every call appended
+    export: Path  # the known items as the catalog export (known.parquet)
+    pods: list[tuple[str, Any]] = field(default_factory=list)
+    locusts: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        return [url for url, _ in self.pods]
+
+    @property
+    def store_env(self) -> dict[str, str]:
+        """The backfill's environment: this run's Redis prefix, bundles looked up beside B."""
+        return {
+            "QARM_REDIS_URL": self.args.redis_url,
+            "QARM_REDIS_PREFIX": self.prefix,
+            "QARM_ARTIFACTS": str(self.args.root / "artifacts-b"),
+        }
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ro = prepare(args)
+    ro.pods = start_pods(ro)  # before `try`: `stop` ends only what has fully started
+    try:
+        known = post_known_items(ro)
+        stage_b(ro)
+        load_started = start_locusts(ro)
+        backfill_export(ro)
+        switch_s = activate_b(ro, load_started)
+        codes = [p.wait() for p in ro.locusts]
+        acked = check_pods(ro, codes)
+        check_codes_under_b(ro, acked + [i["id"] for i in known])
+    finally:
+        stop(ro)
+    write_summary(ro, known, acked, switch_s)
+    return verdict(ro, known, acked)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; refuses a Redis that is not on this machine."""
     parser = argparse.ArgumentParser(prog="python -m loadtest.rollout", description=__doc__)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--time", type=int, default=150, help="seconds of load")
@@ -147,115 +200,165 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if httpx.URL(args.redis_url).host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the load test runs against this machine only: --redis-url on 127.0.0.1")
+    return args
+
+
+def prepare(args: argparse.Namespace) -> Rollout:
+    """1. A fresh results folder, both demo bundles, this run's id and prefix, Redis reached."""
     args.results.mkdir(parents=True, exist_ok=True)
     log = args.results / "backfill.log"
     log.unlink(missing_ok=True)
-
     bundle_a = demo_bundle(args.root / "artifacts", args.catalog, seed=0)
     bundle_b = demo_bundle(args.root / "artifacts-b", args.catalog, seed=1)
     run = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     prefix = f"qarm-rollout-{run}"
-    store_env = {
-        "QARM_REDIS_URL": args.redis_url,
-        "QARM_REDIS_PREFIX": prefix,
-        "QARM_ARTIFACTS": str(args.root / "artifacts-b"),
-    }
     r = redis.Redis.from_url(args.redis_url)
     r.ping()
     print(f"bundles A {bundle_a.name}, B {bundle_b.name}; Redis {args.redis_url} prefix {prefix}")
-    pods = [
+    return Rollout(args, bundle_a, bundle_b, run, prefix, r, log, args.results / "known.parquet")
+
+
+def start_pods(ro: Rollout) -> list[tuple[str, Any]]:
+    """2. Two service processes on A, able to find B beside it: (url, process) each."""
+    args = ro.args
+    return [
         start_service(
-            bundle_a, args.redis_url, prefix, args.results / f"service-{n}.log",
+            ro.bundle_a, args.redis_url, ro.prefix, args.results / f"service-{n}.log",
             {"QARM_POD_NAME": f"pod-{n}", "QARM_ARTIFACTS": str(args.root / "artifacts-b")},
         )
         for n in range(2)
     ]  # fmt: skip
-    urls = [url for url, _ in pods]
-    problems: list[str] = []
-    locusts: list[subprocess.Popen[bytes]] = []
-    try:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=urls[0], headers=headers, timeout=60) as client:
-            known = post_known(client, run, args.known)
-        export = args.results / "known.parquet"
-        write_export(known, export)
-        (args.results / "known.json").write_text(json.dumps([i["id"] for i in known]))
-        started = time.monotonic()
-        backfill(["run", "--bundle", str(bundle_b)], store_env, log)
-        print(f"B staged and its catalog backfilled in {time.monotonic() - started:.1f} s")
 
-        for n, url in enumerate(urls):
-            results = args.results / f"pod-{n}"
-            results.mkdir(exist_ok=True)
-            (results / "acks.jsonl").unlink(missing_ok=True)
-            env = {
-                "QARM_LOADTEST_TOKEN": TOKEN,
-                "QARM_LOADTEST_KNOWN": str(args.results / "known.json"),
-                "QARM_LOADTEST_ACKS": str(results / "acks.jsonl"),
-                "QARM_LOADTEST_RUN": f"{run}-{n}",
-            }
-            cmd = locust_command(url, argparse.Namespace(**{**vars(args), "results": results}))
-            locusts.append(subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT))
-        print(f"locust: {args.users} users per process for {args.time} s against {urls}")
-        load_started = time.monotonic()
-        started = time.monotonic()
-        backfill(["run", "--bundle", str(bundle_b), "--catalog", str(export)], store_env, log)
-        print(f"the export backfilled under load in {time.monotonic() - started:.1f} s")
-        time.sleep(max(0.0, args.activate_after - (time.monotonic() - load_started)))
-        clock = SwitchClock(r, prefix, urls, bundle_b.name)
-        clock.start()
-        started = time.monotonic()
-        backfill(["activate", bundle_b.name], store_env, log)
-        print(f"backfill activate returned after {time.monotonic() - started:.1f} s")
-        switch_s = clock.seconds(timeout_s=120)
-        if switch_s is None:
-            problems.append("not every process answered with B within 120 s")
-        else:
-            print(f"{{P}}:active -> B until both processes answer with B: {switch_s:.2f} s")
-        codes = [p.wait() for p in locusts]
 
-        thresholds = json.loads(args.thresholds.read_text())
-        acked: list[str] = []
-        with httpx.Client(base_url=urls[1], headers=headers, timeout=60) as client:
-            for n in range(len(urls)):
-                results = args.results / f"pod-{n}"
-                stats = read_stats(results / "locust_stats.csv")
-                problems += [f"pod-{n}: {p}" for p in check_thresholds(stats, thresholds)]
-                if codes[n] != 0:
-                    problems.append(f"pod-{n}: locust exited with status {codes[n]}")
-                _, readback = read_back(client, r, prefix, results / "acks.jsonl")
-                problems += readback[:10]
-                lines = (results / "acks.jsonl").read_text().splitlines()
-                acked += [json.loads(line)["id"] for line in lines if line.strip()]
-        lost = missing_under(r, prefix, bundle_b.name, acked + [i["id"] for i in known])
-        if lost:
-            problems.append(f"{len(lost)} acknowledged items have no codes under B: {lost[:5]}")
-    finally:
-        for p in locusts:
-            if p.poll() is None:
-                p.kill()
-        for _, proc in pods:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        keys = list(r.scan_iter(match=f"{prefix}:*", count=5000))
-        for start in range(0, len(keys), 5000):
-            r.unlink(*keys[start : start + 5000])
-        r.close()
+def api_client(url: str) -> httpx.Client:
+    """A client of one service process, with the load test's token."""
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
 
+
+def post_known_items(ro: Rollout) -> list[dict[str, Any]]:
+    """`--known` items posted to the first process, written as the catalog export and as
+    known.json (their ids, for locust)."""
+    with api_client(ro.urls[0]) as client:
+        known = post_known(client, ro.run, ro.args.known)
+    write_export(known, ro.export)
+    (ro.args.results / "known.json").write_text(json.dumps([i["id"] for i in known]))
+    return known
+
+
+def stage_b(ro: Rollout) -> None:
+    """3. `backfill run --bundle B` before any load: B staged, its own catalog coded."""
+    started = time.monotonic()
+    backfill(["run", "--bundle", str(ro.bundle_b)], ro.store_env, ro.log)
+    print(f"B staged and its catalog backfilled in {time.monotonic() - started:.1f} s")
+
+
+def start_locusts(ro: Rollout) -> float:
+    """4. One locust per process, each with its own results folder; the load's start
+    (time.monotonic())."""
+    args = ro.args
+    for n, url in enumerate(ro.urls):
+        results = args.results / f"pod-{n}"
+        results.mkdir(exist_ok=True)
+        (results / "acks.jsonl").unlink(missing_ok=True)
+        env = {
+            "QARM_LOADTEST_TOKEN": TOKEN,
+            "QARM_LOADTEST_KNOWN": str(args.results / "known.json"),
+            "QARM_LOADTEST_ACKS": str(results / "acks.jsonl"),
+            "QARM_LOADTEST_RUN": f"{ro.run}-{n}",
+        }
+        cmd = locust_command(url, argparse.Namespace(**{**vars(args), "results": results}))
+        ro.locusts.append(subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT))
+    print(f"locust: {args.users} users per process for {args.time} s against {ro.urls}")
+    return time.monotonic()
+
+
+def backfill_export(ro: Rollout) -> None:
+    """`backfill run --bundle B --catalog known.parquet` under load."""
+    started = time.monotonic()
+    export = ["--catalog", str(ro.export)]
+    backfill(["run", "--bundle", str(ro.bundle_b), *export], ro.store_env, ro.log)
+    print(f"the export backfilled under load in {time.monotonic() - started:.1f} s")
+
+
+def activate_b(ro: Rollout, load_started: float) -> float | None:
+    """`backfill activate B` once `--activate-after` s of load have passed; the seconds
+    until both processes answer with B (None, and a problem, if not within 120 s)."""
+    time.sleep(max(0.0, ro.args.activate_after - (time.monotonic() - load_started)))
+    clock = SwitchClock(ro.r, ro.prefix, ro.urls, ro.bundle_b.name)
+    clock.start()
+    started = time.monotonic()
+    backfill(["activate", ro.bundle_b.name], ro.store_env, ro.log)
+    print(f"backfill activate returned after {time.monotonic() - started:.1f} s")
+    switch_s = clock.seconds(timeout_s=120)
+    if switch_s is None:
+        ro.problems.append("not every process answered with B within 120 s")
+    else:
+        print(f"{{P}}:active -> B until both processes answer with B: {switch_s:.2f} s")
+    return switch_s
+
+
+def check_pods(ro: Rollout, codes: list[int]) -> list[str]:
+    """5. Each locust's thresholds, exit status and read-back (through the second process);
+    the ids of every write acknowledged during the run."""
+    thresholds = json.loads(ro.args.thresholds.read_text())
+    acked: list[str] = []
+    with api_client(ro.urls[1]) as client:
+        for n in range(len(ro.urls)):
+            results = ro.args.results / f"pod-{n}"
+            stats = read_stats(results / "locust_stats.csv")
+            ro.problems += [f"pod-{n}: {p}" for p in check_thresholds(stats, thresholds)]
+            if codes[n] != 0:
+                ro.problems.append(f"pod-{n}: locust exited with status {codes[n]}")
+            _, readback = read_back(client, ro.r, ro.prefix, results / "acks.jsonl")
+            ro.problems += readback[:10]
+            lines = (results / "acks.jsonl").read_text().splitlines()
+            acked += [json.loads(line)["id"] for line in lines if line.strip()]
+    return acked
+
+
+def check_codes_under_b(ro: Rollout, ids: list[str]) -> None:
+    """A problem if any of `ids` has no codes under B in Redis."""
+    lost = missing_under(ro.r, ro.prefix, ro.bundle_b.name, ids)
+    if lost:
+        ro.problems.append(f"{len(lost)} acknowledged items have no codes under B: {lost[:5]}")
+
+
+def stop(ro: Rollout) -> None:
+    """Locusts killed, services stopped, this run's Redis keys deleted: whatever failed."""
+    for p in ro.locusts:
+        if p.poll() is None:
+            p.kill()
+    for _, proc in ro.pods:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    keys = list(ro.r.scan_iter(match=f"{ro.prefix}:*", count=5000))
+    for start in range(0, len(keys), 5000):
+        ro.r.unlink(*keys[start : start + 5000])
+    ro.r.close()
+
+
+def write_summary(
+    ro: Rollout, known: list[dict[str, Any]], acked: list[str], switch_s: float | None
+) -> None:
+    """summary.json in the results folder: the run, its sizes, switch seconds, problems."""
     summary = {
-        "run": run,
-        "bundles": [bundle_a.name, bundle_b.name],
-        "users_per_process": args.users,
-        "seconds": args.time,
+        "run": ro.run,
+        "bundles": [ro.bundle_a.name, ro.bundle_b.name],
+        "users_per_process": ro.args.users,
+        "seconds": ro.args.time,
         "acknowledged_writes": len(acked),
         "known_items": len(known),
         "switch_seconds": switch_s,
-        "problems": problems,
+        "problems": ro.problems,
     }
-    (args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (ro.args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def verdict(ro: Rollout, known: list[dict[str, Any]], acked: list[str]) -> int:
+    """Prints what was checked and any problems; the exit status (1 when a check failed)."""
     print(f"{len(acked)} acknowledged writes and {len(known)} known items checked under B")
-    if problems:
-        print("\nFAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
+    if ro.problems:
+        print("\nFAILED:\n  " + "\n  ".join(ro.problems), file=sys.stderr)
         return 1
     print("loadtest-rollout: green")
     return 0

@@ -33,7 +33,7 @@ from catalogs.content import (
 )
 from catalogs.files import Files
 from catalogs.interactions import Interactions
-from catalogs.media import png_bytes, wav_bytes
+from runtime.media import png_bytes, wav_bytes
 
 # One theme of everyday words per content style: MiniLM knows these words, so pre-trained text
 # similarity follows the style (the confounder), not the business.
@@ -284,7 +284,7 @@ def write_synthetic(
                 for j in range(len(rows))
             ]
             audio = [
-                wav_bytes(content.audio[j]) if content.audio_mask[j] else None
+                wav_bytes(content.audio[j], SAMPLE_RATE) if content.audio_mask[j] else None
                 for j in range(len(rows))
             ]
             batch = [ids[rows].tolist(), content.texts, image, audio, catalog.business[rows]]

@@ -21,10 +21,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from catalogs.content import IMAGE_SIZE
-from catalogs.media import png_bytes, wav_bytes
 from codebooks import latest_bundle, load_bundle
 from codebooks.bundle import Bundle
+from runtime.media import png_bytes, wav_bytes
 from service.launch import free_port, wait_ready
 
 
@@ -112,7 +111,7 @@ def sample_items(bundle: Bundle) -> list[dict[str, Any]]:
     if spec is not None:
         return [
             {"id": "demo-text", "text": "a cat dancing to summer music"},
-            {"id": "demo-image", "image": _image(rng), "text": "city at night"},
+            {"id": "demo-image", "image": _image(rng, spec.image_size), "text": "city at night"},
             {"id": "demo-audio", "audio": _sound(rng, spec.audio_sample_rate)},
         ]
     m = bundle.manifest
@@ -125,9 +124,9 @@ def sample_items(bundle: Bundle) -> list[dict[str, Any]]:
     return items
 
 
-def _image(rng: np.random.Generator) -> str:
+def _image(rng: np.random.Generator, size: int) -> str:
     """A noise PNG cover, base64."""
-    pixels = rng.random((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    pixels = rng.random((3, size, size), dtype=np.float32)
     return base64.b64encode(png_bytes(pixels)).decode()
 
 

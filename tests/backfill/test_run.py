@@ -16,8 +16,8 @@ import pytest
 from backfill.__main__ import main
 from backfill.errors import Exit, VersionError
 from backfill.source import read_items
-from catalogs.media import png_bytes
 from runtime import Engine, RawItem
+from runtime.media import png_bytes
 from store import NewCodes, Store
 from tests.backfill.conftest import MakeSettings, backfill, new_items_table, store_env
 

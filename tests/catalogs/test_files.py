@@ -14,8 +14,8 @@ from catalogs.errors import DataError
 from catalogs.events import read_events
 from catalogs.files import Files, load_files
 from catalogs.items import open_items
-from catalogs.media import png_bytes, wav_bytes
 from runtime.engine import InputLimits
+from runtime.media import png_bytes, wav_bytes
 
 IDS = ["sku-1", "sku-2", "sku-3"]
 
@@ -48,7 +48,7 @@ def test_a_catalog_with_paths_bytes_and_missing_media_is_read_on_demand(tmp_path
     (tmp_path / "covers").mkdir()
     (tmp_path / "covers" / "1.png").write_bytes(_png(1.0))
     (tmp_path / "covers" / "3.png").write_bytes(_png(0.0))
-    clip = wav_bytes(np.full(800, 0.25, dtype=np.float32))
+    clip = wav_bytes(np.full(800, 0.25, dtype=np.float32), 16_000)
     items = _items(tmp_path, image=["covers/1.png", None, "covers/3.png"], audio=[None, clip, None])
     catalog = open_items(items, tmp_path / "media", group_column=None)
     assert catalog.ids.tolist() == IDS

@@ -1,4 +1,5 @@
-"""Encoding rendered content the way uploads arrive: PNG covers and 16-bit PCM WAV clips."""
+"""Encoding content the way uploads arrive, PNG covers and 16-bit PCM WAV clips: the inverse
+of `decode.py`, for the demo client, the synthetic catalog's files and tests."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import wave
 
 import numpy as np
 
-from catalogs.content import SAMPLE_RATE, FloatArray
+from runtime.decode import Float32Array
 
 
-def png_bytes(image: FloatArray) -> bytes:
+def png_bytes(image: Float32Array) -> bytes:
     """(3, S, S) float RGB in [0, 1] -> PNG bytes (8 bits per channel)."""
     from PIL import Image
 
@@ -20,7 +21,7 @@ def png_bytes(image: FloatArray) -> bytes:
     return buf.getvalue()
 
 
-def wav_bytes(samples: FloatArray, rate: int = SAMPLE_RATE) -> bytes:
+def wav_bytes(samples: Float32Array, rate: int) -> bytes:
     """(T,) float mono in [-1, 1] -> 16-bit PCM WAV bytes."""
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from backfill.errors import SourceError
+from catalogs.columns import is_media, is_string
 from runtime import RawItem
 from runtime.decode import DecodeError
 
@@ -57,7 +58,7 @@ def open_source(path: str) -> Source:
     for fragment in dataset.get_fragments():
         schema = fragment.physical_schema
         found = _checked_columns(fragment.path, schema)
-        paths = tuple(c for c in MEDIA if c in found and _is_string(schema.field(c).type))
+        paths = tuple(c for c in MEDIA if c in found and is_string(schema.field(c).type))
         if columns is not None and found != columns:
             raise SourceError(
                 f"catalog {fragment.path}: columns {found}, other files of {where} have {columns}"
@@ -102,11 +103,11 @@ def _checked_columns(file: str, schema: pa.Schema) -> list[str]:
     """The content columns of one file, after checking every known column's type."""
     if "id" not in schema.names:
         raise SourceError(f"catalog {file}: no `id` column (columns: {schema.names})")
-    _expect(file, "id", schema.field("id").type, _is_string, "string")
+    _expect(file, "id", schema.field("id").type, is_string, "string")
     wanted = {
-        "text": (_is_string, "string"),
-        "image": (_is_media, "binary (JPEG or PNG bytes) or string (a path)"),
-        "audio": (_is_media, "binary (WAV bytes) or string (a path)"),
+        "text": (is_string, "string"),
+        "image": (is_media, "binary (JPEG or PNG bytes) or string (a path)"),
+        "audio": (is_media, "binary (WAV bytes) or string (a path)"),
         "embedding": (_is_float_list, "list<float>"),
     }
     present = [c for c in CONTENT if c in schema.names]
@@ -123,18 +124,6 @@ def _checked_columns(file: str, schema: pa.Schema) -> list[str]:
 def _expect(file: str, column: str, kind: pa.DataType, check: Any, expected: str) -> None:
     if not (pa.types.is_null(kind) and column != "id") and not check(kind):
         raise SourceError(f"catalog {file}: column `{column}` is {kind}, {expected} expected")
-
-
-def _is_string(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
-
-
-def _is_binary(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
-
-
-def _is_media(kind: pa.DataType) -> bool:
-    return _is_binary(kind) or _is_string(kind)
 
 
 def _is_float_list(kind: pa.DataType) -> bool:
@@ -180,7 +169,7 @@ def read_items(where: str, ids: Sequence[str]) -> list[RawItem]:
     """The rows of `ids` as items (activation encodes a sample of them again)."""
     dataset = _dataset(where)
     names = [c for c in ("id", *CONTENT) if c in dataset.schema.names]
-    paths = tuple(c for c in MEDIA if c in names and _is_string(dataset.schema.field(c).type))
+    paths = tuple(c for c in MEDIA if c in names and is_string(dataset.schema.field(c).type))
     wanted = pc.field("id").isin(list(ids))
     return [
         raw_item(_with_paths({**row, "path": fragment.path}, paths))

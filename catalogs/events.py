@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from catalogs.columns import is_string
 from catalogs.errors import DataError, refuse
 from catalogs.interactions import Interactions
 
@@ -77,7 +78,7 @@ def _no_nulls(path: Path, table: pa.Table, column: str) -> None:
 def _rows(
     path: Path, items: pa.ChunkedArray, item_ids: npt.NDArray[np.str_]
 ) -> npt.NDArray[np.int64]:
-    if not (_is_string(items.type) or pa.types.is_integer(items.type)):
+    if not (is_string(items.type) or pa.types.is_integer(items.type)):
         raise refuse(path, "item", f"is {items.type}; item ids (string or integer) expected")
     keys = items.cast(pa.string())
     rows = pc.index_in(keys, value_set=pa.array(item_ids.tolist(), pa.string()))
@@ -94,7 +95,7 @@ def _rows(
 
 
 def _first_appearance(path: Path, users: pa.ChunkedArray) -> npt.NDArray[np.int64]:
-    if not (_is_string(users.type) or pa.types.is_integer(users.type)):
+    if not (is_string(users.type) or pa.types.is_integer(users.type)):
         raise refuse(path, "user", f"is {users.type}; user ids (string or integer) expected")
     codes = pc.index_in(users, value_set=pc.unique(users))  # unique keeps first-seen order
     out: npt.NDArray[np.int64] = codes.to_numpy().astype(np.int64)
@@ -135,7 +136,3 @@ def _label(
         shown = [f"row {r}: {raw[r]}" for r in bad[:5]]
         raise refuse(path, column, f"{len(bad)} labels are not 0 or 1", shown)
     return np.asarray(raw == 1, dtype=bool)
-
-
-def _is_string(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))

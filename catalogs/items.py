@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from catalogs.columns import is_media, is_string
 from catalogs.content import AUDIO_SAMPLES, IMAGE_SIZE, SAMPLE_RATE, IntArray, ItemContent
 from catalogs.errors import DataError, refuse
 from codebooks.sid import ID_PATTERN
@@ -155,7 +156,7 @@ def _checked_schema(path: Path, schema: pa.Schema, group_column: str | None) -> 
     if "id" not in schema.names:
         raise refuse(path, "id", f"missing (columns: {', '.join(schema.names)})")
     kind = schema.field("id").type
-    if not _is_string(kind):
+    if not is_string(kind):
         raise refuse(path, "id", f"is {kind}; string ids expected (cast numbers to strings)")
     present = [c for c in CONTENT if c in schema.names]
     if not present:
@@ -167,9 +168,9 @@ def _checked_schema(path: Path, schema: pa.Schema, group_column: str | None) -> 
         )
     for column in present:
         kind = schema.field(column).type
-        if column == "text" and not _is_string(kind):
+        if column == "text" and not is_string(kind):
             raise refuse(path, column, f"is {kind}; string expected")
-        if column in MEDIA and not (_is_binary(kind) or _is_string(kind)):
+        if column in MEDIA and not is_media(kind):
             raise refuse(path, column, f"is {kind}; binary (encoded bytes) or string (a path)")
     if group_column is not None and group_column not in schema.names:
         raise refuse(path, group_column, f"missing (columns: {', '.join(schema.names)})")
@@ -352,11 +353,3 @@ def _check_wav(raw: bytes, limits: InputLimits) -> str | None:
     if frames / rate > limits.max_audio_s:
         return f"{frames / rate:.2f} s, more than the limit of {limits.max_audio_s:g} s"
     return None
-
-
-def _is_string(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
-
-
-def _is_binary(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))

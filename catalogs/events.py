@@ -19,11 +19,11 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from catalogs.columns import is_string
 from catalogs.errors import DataError, refuse
 from catalogs.interactions import Interactions
+from catalogs.items import open_dataset
 
 POSITIVE_RATING = 4.0  # with a `rating` column: the least rating that counts as positive
 COLUMNS = ("user", "item", "ts")
@@ -33,7 +33,7 @@ def read_events(
     path: Path, item_ids: npt.NDArray[np.str_], *, positive_rating: float = POSITIVE_RATING
 ) -> Interactions:
     """The events of `path` as catalog rows of `item_ids` (see the module doc)."""
-    dataset = _dataset(path)
+    dataset = open_dataset(path)
     names = dataset.schema.names
     for column in COLUMNS:
         if column not in names:
@@ -57,15 +57,6 @@ def read_events(
         raise refuse(path, outcome, f"no positive event among {len(label)}{threshold}")
     order = np.lexsort((ts, user))
     return Interactions(user[order], item[order], ts[order], label[order])
-
-
-def _dataset(path: Path) -> pads.Dataset:
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    try:
-        return pads.dataset(str(path), format="parquet")
-    except (OSError, pa.ArrowInvalid) as err:
-        raise DataError(f"{path}: not readable as Parquet ({err})") from err
 
 
 def _no_nulls(path: Path, table: pa.Table, column: str) -> None:

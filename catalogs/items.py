@@ -123,7 +123,7 @@ def open_items(
     """Check a catalog (see the module doc) and open it; images and clips are cached in
     `media_dir` (None: they are neither checked nor read, and items have text only)."""
     limits = limits or InputLimits()
-    dataset = _dataset(path)
+    dataset = open_dataset(path)
     columns = _checked_schema(path, dataset.schema, group_column)
     ids = _checked_ids(path, dataset)
     text = _column(dataset, "text") if "text" in columns else None
@@ -138,7 +138,8 @@ def open_items(
     return ParquetCatalog(path, ids, groups, names, text, tuple(columns), media, limits)
 
 
-def _dataset(path: Path) -> pads.Dataset:
+def open_dataset(path: Path) -> pads.Dataset:
+    """A Parquet file or folder of them, refused (DataError) when missing, unreadable or empty."""
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     try:

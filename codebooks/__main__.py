@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
+import numpy as np
 from pydantic import ValidationError
 
 from codebooks.build import BuildConfig, build
@@ -38,7 +39,10 @@ def _build(args: argparse.Namespace) -> int:
             f"{args.embeddings}: embeddings have d={x.shape[1]}, --dim says {args.dim}"
         )
     config = BuildConfig(**{name: getattr(args, name) for name in BuildConfig.model_fields})
-    path = build(ids, x, config, args.out, progress=True)
+    queries = None
+    if args.upload_queries is not None:
+        queries = np.load(args.upload_queries, allow_pickle=False)
+    path = build(ids, x, config, args.out, progress=True, upload_queries=queries)
     print(f"wrote {path}")
     print(describe(load_bundle(path).manifest))
     return 0
@@ -88,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("artifacts"), help="bundle root (default artifacts/)"
     )
     p.add_argument("--dim", type=int, help="expected d; refuse embeddings of another width")
+    p.add_argument(
+        "--upload-queries",
+        type=Path,
+        help=".npy (M x d float32) of upload-like embeddings, not in the catalog, to tune an "
+        "approximate VQ index on (default: held-out catalog rows)",
+    )
     for name, field in BuildConfig.model_fields.items():
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
         kind = str if choices else type(getattr(defaults, name))

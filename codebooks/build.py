@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,7 @@ from codebooks.bundle import (
     RQ_CENTROIDS,
     RQ_CODES,
     SID_SUFFIX,
+    VQ_VECTORS,
     BuildMetrics,
     RQManifest,
     VQManifest,
@@ -30,7 +32,7 @@ from codebooks.rq import ResidualCodebooks, rq_encode
 from codebooks.rq_train import train_faiss_rq, train_residual_kmeans
 from codebooks.sid import assign_suffixes
 from codebooks.stages import stage
-from codebooks.vq import VQIndexInfo, build_vq_index, choose_kind
+from codebooks.vq import VQIndexInfo, VQRequest, VQSettings, build_vq_index, choose_kind
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +66,24 @@ class BuildConfig(BaseModel):
     balance_target: float = Field(
         0.85, gt=0, le=1, description="with sinkhorn: least perplexity per level, as a share of Nc"
     )
-    vq_index: Literal["auto", "flat", "ivf"] = Field(
-        "auto", description="auto: exact flat up to exact_max_items, IVF above"
+    vq_index: VQRequest = Field(
+        "auto",
+        description="auto: exact flat up to exact_max_items; above, the fastest kind that "
+        "reaches target_recall, measured",
     )
-    exact_max_items: int = Field(100_000, ge=1, description="largest catalog searched exactly")
+    exact_max_items: int = Field(100_000, ge=1, description="largest catalog auto searches exactly")
     target_recall: float = Field(
-        0.95, gt=0, le=1, description="IVF recall@K to reach when tuning nprobe"
+        0.98, gt=0, le=1, description="VQ recall@K on upload-like queries that tuning must reach"
     )
-    recall_queries: int = Field(1000, ge=1, description="catalog rows used to measure IVF recall@K")
+    recall_queries: int = Field(
+        1000, ge=1, description="catalog rows held out to measure VQ recall@K (at most N/10)"
+    )
+    hnsw_m: int = Field(32, ge=4, le=256, description="hnsw: links per node")
+    hnsw_ef_construction: int = Field(40, ge=8, description="hnsw: search breadth while building")
+    pq_bytes: int = Field(0, ge=0, description="ivf-pq: bytes of code per item; 0: d/2")
+    vq_memory_gb: float = Field(
+        0.0, ge=0, description="auto: skip kinds whose index needs more; 0: half of this machine's"
+    )
     gpu: GpuMode = Field("auto", description="faiss on the GPU: auto, on or off")
 
 
@@ -84,11 +96,14 @@ def build(
     progress: bool = False,
     extra_files: Mapping[str, Path] | None = None,
     encoder: EncoderSpec | None = None,
+    upload_queries: Float32Array | None = None,
 ) -> Path:
     """Build and write one bundle version under `out_root`; return its folder.
 
     `embeddings` is N-by-d float32 (normalised here); `ids[i]` names row i. `extra_files`
     (the encoder, the tokenizer) and the `encoder` input spec are carried into the bundle.
+    `upload_queries` (M-by-d, e.g. embeddings of recent uploads kept out of the catalog) tune
+    an approximate VQ index instead of held-out catalog rows.
     """
     n, dim = embeddings.shape
     if len(ids) != n:
@@ -99,6 +114,9 @@ def build(
             f"centroids={config.centroids})"
         )
     x = checked(embeddings, dim)
+    queries = (
+        None if upload_queries is None else checked(upload_queries, dim, what="upload queries")
+    )
     gpu = use_gpu(config.gpu)
     seconds: dict[str, float] = {}
 
@@ -109,15 +127,7 @@ def build(
         suffix = assign_suffixes(encoding.codes)
     with stage("vq_index", seconds, log):
         kind = choose_kind(n, config.vq_index, config.exact_max_items)
-        index, vq_info = build_vq_index(
-            x,
-            config.k,
-            kind=kind,
-            target_recall=config.target_recall,
-            recall_queries=config.recall_queries,
-            seed=config.seed,
-            gpu=gpu,
-        )
+        index, vq_info = build_vq_index(x, kind, vq_settings(config, gpu), queries=queries)
     with stage("metrics", seconds, log):
         levels = level_metrics(encoding.codes, config.centroids, encoding.level_mse)
         collisions = collision_metrics(encoding.codes)
@@ -146,6 +156,8 @@ def build(
         RQ_CODES: encoding.codes,
         SID_SUFFIX: suffix,
     }
+    if vq_info.kind == "ivf-pq":  # the index keeps codes; the exact re-rank reads these
+        arrays[VQ_VECTORS] = x
     return write_bundle(
         out_root,
         arrays=arrays,
@@ -155,15 +167,34 @@ def build(
     )
 
 
+def vq_settings(config: BuildConfig, gpu: bool) -> VQSettings:
+    """The VQ part of a build config; a memory budget of 0 is half of this machine's memory."""
+    budget = config.vq_memory_gb * 2**30 or _memory_bytes() / 2
+    return VQSettings(
+        k=config.k,
+        target_recall=config.target_recall,
+        recall_queries=config.recall_queries,
+        hnsw_m=config.hnsw_m,
+        hnsw_ef_construction=config.hnsw_ef_construction,
+        pq_bytes=config.pq_bytes,
+        memory_bytes=budget,
+        seed=config.seed,
+        gpu=gpu,
+    )
+
+
+def _memory_bytes() -> float:
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
 def _vq_manifest(config: BuildConfig, info: VQIndexInfo) -> VQManifest:
     """What the manifest says of the VQ index: its kind, search setting and measured recall."""
     return VQManifest(
-        kind=info.kind,
-        nlist=info.nlist,
-        nprobe=info.nprobe,
+        **info.chosen.model_dump(),
         target_recall=config.target_recall,
-        recall_at_k=info.recall_at_k,
         recall_queries=info.recall_queries,
+        recall_source=info.recall_source,
+        candidates=info.candidates,
     )
 
 

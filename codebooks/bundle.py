@@ -27,14 +27,17 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from codebooks.embeddings import Float32Array
 from codebooks.encoder_spec import EncoderSpec
 from codebooks.metrics import CollisionMetrics, LevelMetrics
 from codebooks.rq import Int32Array, ResidualCodebooks
+from codebooks.vq import RecallSource, Tuned, ensure_direct_map, set_search
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 ITEM_IDS = "item_ids.npy"  # (N,) str: row i of the VQ codebook is this item
 VQ_INDEX = "vq.faiss"  # faiss index over the N catalog embeddings
+VQ_VECTORS = "vq_vectors.npy"  # (N, d) float32, only when the index keeps codes, not vectors
 RQ_CENTROIDS = "rq_centroids.npy"  # (L, Nc, d) float32
 RQ_BIAS = "rq_bias.npy"  # (L, Nc) float32, subtracted from squared distance at assignment
 RQ_CODES = "rq_codes.npy"  # (N, L) int32, the catalog's RQ codes
@@ -55,13 +58,13 @@ class FileEntry(_Strict):
     bytes: int
 
 
-class VQManifest(_Strict):
-    kind: Literal["flat", "ivf"]
-    nlist: int | None
-    nprobe: int | None
+class VQManifest(Tuned):
+    """The chosen index and search setting (`Tuned`), and how its recall was measured."""
+
     target_recall: float
-    recall_at_k: float | None  # measured against exact search; null when the index is exact
-    recall_queries: int
+    recall_queries: int  # queries the recall was measured on
+    recall_source: RecallSource = "catalog rows"  # bundles before held-out tuning: catalog rows
+    candidates: tuple[Tuned, ...] = ()  # with --vq-index auto: every kind measured
 
 
 class RQManifest(_Strict):
@@ -107,10 +110,27 @@ class Bundle:
     rq_codes: Int32Array
     sid_suffix: Int32Array
     vq_index: Any  # a CPU faiss index
+    vectors: Float32Array | None = None  # VQ_VECTORS memory-mapped, when the index has codes
 
     @property
     def version(self) -> str:
         return self.manifest.bundle_version
+
+    def read_rows(self, rows: npt.NDArray[np.int64]) -> Float32Array:
+        """The catalog vectors of `rows` (normalised float32), exact for every index kind."""
+        if self.vectors is not None:
+            return np.asarray(self.vectors[rows])
+        out: Float32Array = self.vq_index.reconstruct_batch(rows)
+        return out
+
+    def catalog_vectors(self, start: int, stop: int) -> Float32Array:
+        """Rows start..stop-1 of the VQ codebook. Reading them back from an IVF index makes its
+        direct map once, which is not thread-safe: call this before the index is shared."""
+        if self.vectors is not None:
+            return np.array(self.vectors[start:stop])
+        ensure_direct_map(self.vq_index)
+        out: Float32Array = self.vq_index.reconstruct_n(start, stop - start)
+        return out
 
 
 def sha256_of(path: Path) -> str:
@@ -253,8 +273,12 @@ def load_bundle(path: Path) -> Bundle:
             f"{path / VQ_INDEX}: holds {index.ntotal} vectors of dim {index.d}, "
             f"manifest says {m.n_items} of dim {m.dim}"
         )
-    if m.vq.nprobe is not None:
-        faiss.ParameterSpace().set_index_parameter(index, "nprobe", m.vq.nprobe)
+    set_search(index, m.vq.nprobe, m.vq.ef_search)
+    vectors = None
+    if m.vq.kind == "ivf-pq":
+        if VQ_VECTORS not in m.files:
+            raise BundleError(f"{path / VQ_VECTORS}: an ivf-pq bundle needs it; not listed")
+        vectors = _array(path, VQ_VECTORS, (m.n_items, m.dim), "float32", mmap=True)
     return Bundle(
         path=path,
         manifest=manifest,
@@ -263,13 +287,15 @@ def load_bundle(path: Path) -> Bundle:
         rq_codes=rq_codes,
         sid_suffix=suffix,
         vq_index=index,
+        vectors=vectors,
     )
 
 
-def _array(path: Path, name: str, shape: tuple[int, ...], dtype: str) -> Any:
-    """Load `name` and check it against the manifest; dtype "str" accepts any unicode width."""
+def _array(path: Path, name: str, shape: tuple[int, ...], dtype: str, *, mmap: bool = False) -> Any:
+    """Load `name` (memory-mapped with `mmap`) and check it against the manifest; dtype "str"
+    accepts any unicode width."""
     try:
-        array = np.load(path / name, allow_pickle=False)
+        array = np.load(path / name, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as err:
         raise BundleError(f"{path / name}: not a plain .npy array: {err}") from err
     dtype_ok = array.dtype.kind == "U" if dtype == "str" else array.dtype == np.dtype(dtype)

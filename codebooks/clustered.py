@@ -1,4 +1,4 @@
-"""Clustered synthetic item embeddings for tests, demos and benchmarks.
+"""Clustered synthetic item embeddings, and near-duplicate hard sets, for tests and benchmarks.
 
 Real item embeddings are not uniform noise: they form groups of very different sizes, with
 sub-groups inside, and a quantiser that looks fine on uniform data can collapse on them. The
@@ -51,6 +51,27 @@ def clustered_embeddings(
     x = _unit(sub[group, subgroup] + offsets).astype(np.float32)
     ids = np.char.add("item-", np.char.zfill(np.arange(n).astype(str), 7))
     return SyntheticEmbeddings(ids=ids, embeddings=x, groups=group.astype(np.int64))
+
+
+def near_duplicates(
+    base: Float32Array, n: int, *, noise: float, seed: int = 0
+) -> tuple[Float32Array, npt.NDArray[np.int64]]:
+    """`n` noisy copies of rows of `base` (m-by-d), each row drawn at random: a hard set for
+    nearest-neighbour search, where an item's neighbourhood overlaps its source's neighbours'.
+
+    A copy is the unit vector of `base[j] + noise * g / sqrt(d)` with g standard normal, so
+    `noise` is the expected length of the offset; answers the copies and their source rows.
+    New copies drawn with another seed are queries that look like near-duplicate uploads.
+    """
+    rng = np.random.default_rng(seed)
+    source = rng.integers(0, len(base), size=n)
+    dim = base.shape[1]
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 1 << 18):  # in chunks: float64 offsets for 10M rows would not fit
+        rows = source[start : start + (1 << 18)]
+        offset = noise * rng.standard_normal((len(rows), dim)) / np.sqrt(dim)
+        out[start : start + len(rows)] = _unit(base[rows] + offset)
+    return out, source.astype(np.int64)
 
 
 def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -16,22 +16,21 @@ from tqdm.auto import tqdm
 from codebooks.bundle import Bundle
 from codebooks.quantizer import Quantizer
 from codebooks.sid import format_sid
+from codebooks.vq import own_row_first
 
 EXPORT_CHUNK = 4096
 
 
 def catalog_vq_codes(bundle: Bundle, *, progress: bool = False) -> np.ndarray:
     """(N, K) int32 VQ codes of every catalog item, re-encoded from the bundle's own index."""
+    embeddings = bundle.catalog_vectors(0, bundle.manifest.n_items)
     quantizer = Quantizer(bundle)
-    if hasattr(bundle.vq_index, "make_direct_map"):  # IVF: rows can be read back only with one
-        bundle.vq_index.make_direct_map()
-    embeddings = bundle.vq_index.reconstruct_n(0, bundle.manifest.n_items)
     out = np.empty((bundle.manifest.n_items, bundle.manifest.k), dtype=np.int32)
     starts = range(0, len(out), EXPORT_CHUNK)
     for start in tqdm(starts, desc="vq codes", unit="chunk") if progress else starts:
-        out[start : start + EXPORT_CHUNK], _ = quantizer.encode(
-            embeddings[start : start + EXPORT_CHUNK]
-        )
+        stop = min(start + EXPORT_CHUNK, len(out))
+        vq, _ = quantizer.encode(embeddings[start:stop])
+        out[start:stop] = own_row_first(vq, np.arange(start, stop))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from codebooks.bundle import Manifest
+from codebooks.vq import Tuned
 
 
 def table(
@@ -57,14 +58,21 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def vq_setting(vq: Tuned) -> str:
+    """An index kind with its search setting, e.g. `ivf nprobe 11/4096`, `hnsw32 efSearch 48`."""
+    if vq.kind in ("ivf", "ivf-pq"):
+        pq = f" PQ{vq.pq_bytes}" if vq.pq_bytes else ""
+        short = f", shortlist {vq.shortlist}" if vq.kind == "ivf-pq" else ""
+        return f"{vq.kind} nprobe {vq.nprobe}/{vq.nlist}{pq}{short}"
+    if vq.kind == "hnsw":
+        return f"hnsw{vq.hnsw_m} efSearch {vq.ef_search}"
+    return vq.kind
+
+
 def describe(manifest: Manifest) -> str:
     m = manifest
     vq = m.vq
-    recall = (
-        "exact"
-        if vq.recall_at_k is None
-        else f"{vq.recall_at_k:.4f} (nprobe {vq.nprobe}/{vq.nlist})"
-    )
+    recall = "exact" if vq.recall_at_k is None else f"{vq.recall_at_k:.4f} ({vq.recall_source})"
     c = m.metrics.collisions
     head = table(
         ["bundle", "items", "d", "K", "L", "Nc", "VQ index", f"VQ recall@{m.k}", "RQ"],
@@ -76,7 +84,7 @@ def describe(manifest: Manifest) -> str:
                 m.k,
                 m.levels,
                 m.centroids,
-                vq.kind,
+                vq_setting(vq),
                 recall,
                 f"{m.rq.method}/{m.rq.balance}",
             ]
@@ -109,4 +117,18 @@ def describe(manifest: Manifest) -> str:
             ]
         ],
     )
-    return f"{head}\n\n{levels}\n\n{collisions}"
+    parts = [head, levels, collisions]
+    if vq.candidates:
+        parts.append(vq_candidates(vq.candidates, m.k))
+    return "\n\n".join(parts)
+
+
+def vq_candidates(candidates: Sequence[Tuned], k: int) -> str:
+    """The kinds `--vq-index auto` measured, as a table."""
+    return table(
+        ["VQ index measured", f"recall@{k}", "queries/s", "bytes/item", "build s"],
+        [
+            [vq_setting(c), c.recall_at_k, c.queries_per_s, c.bytes_per_item, c.build_s]
+            for c in candidates
+        ],
+    )

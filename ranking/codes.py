@@ -35,16 +35,10 @@ class ItemCodes:
 
 
 def bundle_embeddings(bundle: Bundle) -> Float32Array:
-    """(N, d) the catalog vectors stored in the bundle's VQ index, in `item_ids` order."""
-    index = bundle.vq_index
-    try:
-        x = index.reconstruct_n(0, index.ntotal)
-    except RuntimeError:  # IVF indexes reconstruct only with a direct map
-        import faiss
-
-        faiss.extract_index_ivf(index).make_direct_map()
-        x = index.reconstruct_n(0, index.ntotal)
-    out: Float32Array = np.ascontiguousarray(x, dtype=np.float32)
+    """(N, d) the catalog vectors of the bundle's VQ codebook, in `item_ids` order."""
+    out: Float32Array = np.ascontiguousarray(
+        bundle.catalog_vectors(0, bundle.manifest.n_items), dtype=np.float32
+    )
     return out
 
 

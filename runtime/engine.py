@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from codebooks import Quantizer, load_bundle
 from codebooks.bundle import Bundle
-from codebooks.vq import catalog_vectors
+from codebooks.vq import own_row_first
 from runtime.decode import DecodeError, check_embedding, check_floats, decode_image, decode_wav
 from runtime.encoder import Content, Encoder
 
@@ -160,13 +160,13 @@ class Engine:
 
     def catalog_rows(self, start: int, stop: int) -> tuple[Encoded, Int32Array]:
         """Codes of the bundle's own catalog rows start..stop-1, without the encoder: RQ codes
-        from the bundle, VQ codes searched with each row's vector read back from the index
+        from the bundle, VQ codes searched with each row's vector read back from the bundle
         (a row's own id comes first, as for a catalog item posted again). Answers the codes
         and the rows' build suffixes (`bundle.sid_suffix`)."""
         begin = time.perf_counter()
-        x = catalog_vectors(self.bundle.vq_index, start, stop)
+        x = self.bundle.catalog_vectors(start, stop)
         read = time.perf_counter()
-        vq, _ = self.quantizer.encode(x)
+        vq = own_row_first(self.quantizer.encode(x)[0], np.arange(start, stop))
         rq = self.bundle.rq_codes[start:stop]
         encoded = Encoded(vq, rq, read - begin, time.perf_counter() - read)
         return encoded, self.bundle.sid_suffix[start:stop]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -9,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codebooks.build import BuildConfig, build
-from codebooks.bundle import Bundle, load_bundle
+from codebooks.bundle import Bundle, BundleError, load_bundle
 from codebooks.clustered import SyntheticEmbeddings, clustered_embeddings
 from codebooks.embeddings import EmbeddingError
 from codebooks.quantizer import Quantizer
-from codebooks.vq import search
+from codebooks.vq import own_row_first, recall_at_k, search
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +156,48 @@ def test_tied_neighbours_come_lowest_row_first(tmp_path: Path) -> None:
     catalog = bundle.vq_index.reconstruct_n(0, 800)
     np.testing.assert_array_equal(vq, exact_top_k(catalog, x, 6))
     assert (vq[:, :4] == 4 * np.arange(50)[:, None] + np.arange(4)).all()
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-pq"])
+def test_a_graph_or_compressed_bundle_answers_like_an_exact_one(
+    tmp_path: Path, embedded: SyntheticEmbeddings, kind: str
+) -> None:
+    """Written, verified and loaded again, an HNSW or IVF-PQ bundle gives every catalog item
+    its own row first and K distinct real rows, re-ranked on the exact vectors; an IVF-PQ
+    bundle keeps those vectors on disk, mapped rather than read into memory."""
+    config = BuildConfig(
+        k=5,
+        levels=2,
+        centroids=16,
+        vq_index=kind,
+        target_recall=0.9,
+        gpu="off",  # type: ignore[arg-type]
+    )
+    bundle = load_bundle(build(embedded.ids, embedded.embeddings, config, tmp_path))
+    assert bundle.manifest.vq.kind == kind
+    assert bundle.manifest.vq.recall_source == "held-out catalog rows"
+    x = embedded.embeddings
+    np.testing.assert_allclose(bundle.catalog_vectors(10, 20), x[10:20], atol=1e-6)
+    if kind == "ivf-pq":
+        assert isinstance(bundle.vectors, np.memmap)
+    vq, _ = Quantizer(bundle, gpu="off").encode(x)
+    assert all(len(set(row)) == 5 for row in vq.tolist())
+    assert (vq[:, 0] == np.arange(len(x))).mean() >= 0.99
+    own = own_row_first(vq, np.arange(len(x)))
+    np.testing.assert_array_equal(own[:, 0], np.arange(len(x)))
+    assert all(len(set(row)) == 5 for row in own.tolist())
+    exact = exact_top_k(x, x[:200], 5)
+    assert recall_at_k(vq[:200], exact) >= 0.9
+
+
+def test_an_ivf_pq_bundle_without_its_vectors_is_refused(
+    tmp_path: Path, embedded: SyntheticEmbeddings
+) -> None:
+    config = BuildConfig(k=5, levels=2, centroids=16, vq_index="ivf-pq", gpu="off")
+    path = build(embedded.ids, embedded.embeddings, config, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["files"]["vq_vectors.npy"]
+    (path / "manifest.json").chmod(0o644)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"vq_vectors\.npy"):
+        load_bundle(path)

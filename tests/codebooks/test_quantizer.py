@@ -171,7 +171,7 @@ def test_a_graph_or_compressed_bundle_answers_like_an_exact_one(
         centroids=16,
         vq_index=kind,
         target_recall=0.9,
-        gpu="off",  # type: ignore[arg-type]
+        gpu="off",
     )
     bundle = load_bundle(build(embedded.ids, embedded.embeddings, config, tmp_path))
     assert bundle.manifest.vq.kind == kind

@@ -1,4 +1,4 @@
-"""VQ indexes at 1M items, side by side in one run: flat, IVF, HNSW, IVF-PQ and `auto`.
+"""VQ indexes at 1M items, side by side in one run: flat, IVF, HNSW, IVF-SQ8, IVF-PQ, `auto`.
 
     python -m bench.vq [--items 1000000] [--queries 2000] [--target 0.98] [--sets hard synthetic]
 
@@ -129,7 +129,7 @@ def run_set(
     ]
     print(json.dumps(rows[-1]), flush=True)
     settings = VQSettings(k=K, target_recall=target)
-    kinds: list[VQRequest] = ["ivf", "hnsw", "ivf-pq", "auto"]
+    kinds: list[VQRequest] = ["ivf", "hnsw", "ivf-sq8", "ivf-pq", "auto"]
     for kind in kinds:
         start = time.perf_counter()
         index, info = build_vq_index(x, kind, settings)
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--target", type=float, default=0.98)
-    parser.add_argument("--noise", type=float, default=0.4, help="hard set: offset length")
+    parser.add_argument("--noise", type=float, default=0.6, help="hard set: offset length")
     parser.add_argument("--sets", nargs="+", default=["hard", "synthetic"])
     parser.add_argument("--ef", type=int, nargs="+", default=[32, 48, 64, 96, 128, 192, 256])
     parser.add_argument("--out", type=Path, default=Path("bench/results"))

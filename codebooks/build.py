@@ -32,7 +32,7 @@ from codebooks.rq import ResidualCodebooks, rq_encode
 from codebooks.rq_train import train_faiss_rq, train_residual_kmeans
 from codebooks.sid import assign_suffixes
 from codebooks.stages import stage
-from codebooks.vq import VQIndexInfo, VQRequest, VQSettings, build_vq_index, choose_kind
+from codebooks.vq import COMPRESSED, VQIndexInfo, VQRequest, VQSettings, build_vq_index, choose_kind
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def build(
         RQ_CODES: encoding.codes,
         SID_SUFFIX: suffix,
     }
-    if vq_info.kind == "ivf-pq":  # the index keeps codes; the exact re-rank reads these
+    if vq_info.kind in COMPRESSED:  # the index keeps codes; the exact re-rank reads these
         arrays[VQ_VECTORS] = x
     return write_bundle(
         out_root,

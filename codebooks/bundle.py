@@ -31,7 +31,7 @@ from codebooks.embeddings import Float32Array
 from codebooks.encoder_spec import EncoderSpec
 from codebooks.metrics import CollisionMetrics, LevelMetrics
 from codebooks.rq import Int32Array, ResidualCodebooks
-from codebooks.vq import RecallSource, Tuned, ensure_direct_map, set_search
+from codebooks.vq import COMPRESSED, RecallSource, Tuned, ensure_direct_map, set_search
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -275,9 +275,9 @@ def load_bundle(path: Path) -> Bundle:
         )
     set_search(index, m.vq.nprobe, m.vq.ef_search)
     vectors = None
-    if m.vq.kind == "ivf-pq":
+    if m.vq.kind in COMPRESSED:
         if VQ_VECTORS not in m.files:
-            raise BundleError(f"{path / VQ_VECTORS}: an ivf-pq bundle needs it; not listed")
+            raise BundleError(f"{path / VQ_VECTORS}: an {m.vq.kind} bundle needs it; not listed")
         vectors = _array(path, VQ_VECTORS, (m.n_items, m.dim), "float32", mmap=True)
     return Bundle(
         path=path,

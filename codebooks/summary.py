@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from codebooks.bundle import Manifest
-from codebooks.vq import Tuned
+from codebooks.vq import COMPRESSED, Tuned
 
 
 def table(
@@ -60,9 +60,9 @@ def _cell(value: object) -> str:
 
 def vq_setting(vq: Tuned) -> str:
     """An index kind with its search setting, e.g. `ivf nprobe 11/4096`, `hnsw32 efSearch 48`."""
-    if vq.kind in ("ivf", "ivf-pq"):
+    if vq.kind in ("ivf", "ivf-sq8", "ivf-pq"):
         pq = f" PQ{vq.pq_bytes}" if vq.pq_bytes else ""
-        short = f", shortlist {vq.shortlist}" if vq.kind == "ivf-pq" else ""
+        short = f", shortlist {vq.shortlist}" if vq.kind in COMPRESSED else ""
         return f"{vq.kind} nprobe {vq.nprobe}/{vq.nlist}{pq}{short}"
     if vq.kind == "hnsw":
         return f"hnsw{vq.hnsw_m} efSearch {vq.ef_search}"

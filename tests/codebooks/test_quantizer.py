@@ -158,7 +158,7 @@ def test_tied_neighbours_come_lowest_row_first(tmp_path: Path) -> None:
     assert (vq[:, :4] == 4 * np.arange(50)[:, None] + np.arange(4)).all()
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf-pq"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-sq8", "ivf-pq"])
 def test_a_graph_or_compressed_bundle_answers_like_an_exact_one(
     tmp_path: Path, embedded: SyntheticEmbeddings, kind: str
 ) -> None:
@@ -178,7 +178,7 @@ def test_a_graph_or_compressed_bundle_answers_like_an_exact_one(
     assert bundle.manifest.vq.recall_source == "held-out catalog rows"
     x = embedded.embeddings
     np.testing.assert_allclose(bundle.catalog_vectors(10, 20), x[10:20], atol=1e-6)
-    if kind == "ivf-pq":
+    if kind != "hnsw":
         assert isinstance(bundle.vectors, np.memmap)
     vq, _ = Quantizer(bundle, gpu="off").encode(x)
     assert all(len(set(row)) == 5 for row in vq.tolist())

@@ -53,7 +53,7 @@ def test_flat_index_returns_the_exact_top_k_nearest_first() -> None:
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # nearest first
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw", "ivf-pq"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "ivf-sq8", "ivf-pq"])
 def test_the_recall_a_build_promises_is_the_recall_new_uploads_get(
     hard: tuple[np.ndarray, np.ndarray], kind: VQKind
 ) -> None:
@@ -90,7 +90,7 @@ def test_auto_keeps_the_fastest_kind_that_reaches_the_target(
 ) -> None:
     catalog, _ = hard
     _, info = build_vq_index(catalog, "auto", VQSettings(k=25, target_recall=0.9))
-    assert [c.kind for c in info.candidates] == ["ivf", "hnsw", "ivf-pq"]
+    assert [c.kind for c in info.candidates] == ["ivf", "hnsw", "ivf-sq8", "ivf-pq"]
     reaching = [c for c in info.candidates if (c.recall_at_k or 0) >= 0.9]
     assert info.chosen in info.candidates
     assert info.chosen.queries_per_s == max(c.queries_per_s or 0 for c in reaching)
@@ -101,7 +101,7 @@ def test_auto_builds_only_what_fits_the_memory_budget(
     hard: tuple[np.ndarray, np.ndarray],
 ) -> None:
     catalog, _ = hard
-    budget = 40.0 * len(catalog)  # room for 16-d PQ codes (8 B + id), not for float vectors
+    budget = 20.0 * len(catalog)  # room for 16-d PQ codes (8 B + id), not for SQ8 or floats
     settings = VQSettings(k=25, target_recall=0.9, memory_bytes=budget)
     _, info = build_vq_index(catalog, "auto", settings)
     assert [c.kind for c in info.candidates] == ["ivf-pq"]

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.app import create_app
     from service.logs import configure
+    from service.protocol import deadline_protocol
     from service.settings import SettingsInvalidError, load_settings
 
     overrides = {k: v for k, v in vars(args).items() if v is not None}
@@ -43,10 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure(settings.log_level)
     app = create_app(settings)
+    read_timeouts = app.state.metrics.read_timeouts
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
+        http=deadline_protocol(
+            settings.header_timeout_s,
+            settings.body_timeout_s,
+            lambda phase: read_timeouts.labels(phase).inc(),
+        ),
         workers=1,
         log_config=None,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,

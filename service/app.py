@@ -17,17 +17,22 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Batcher, Limits
-from service.errors import ErrorAnswer, TooLargeError, error_kinds, install
+from service.bodies import BodyParser
+from service.deps import body_models
+from service.errors import ErrorAnswer, RequestTimeoutError, TooLargeError, error_kinds, install
 from service.follower import Follower
 from service.logs import REQUEST_ID
 from service.metrics import Metrics
@@ -52,6 +57,7 @@ class Resources:
             settings.decode_threads, thread_name_prefix="qarm-decode"
         )
         self.encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
+        self.parser = BodyParser(settings.parse_inline_bytes, metrics.bodies_parsing)
         self.batcher = Batcher(
             self.store,
             self.encode_pool,
@@ -95,6 +101,7 @@ class Resources:
             engine=engine,
             decode_pool=self.decode_pool,
             encode_pool=self.encode_pool,
+            parser=self.parser,
         )
         if settings.follow:
             follower = Follower(state)
@@ -143,6 +150,7 @@ class Resources:
         await self.store.close()
         self.decode_pool.shutdown(wait=True)
         self.encode_pool.shutdown(wait=True)
+        await self.parser.close()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -162,7 +170,9 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await resources.close(app)
 
-    app = FastAPI(
+    routers = [module.router for module in (items, codes, sids, admin, health)]
+    app = QarmAPI(
+        bodies=body_models(route for router in routers for route in router.routes),
         title="qarm",
         summary="Semantic IDs (VQ and RQ codes) for recommender items, in real time",
         version="0.1.0",
@@ -175,24 +185,68 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.start_error = None  # a start-up that failed after waiting for the store
     answer = ErrorAnswer(settings.retry_after_s, lambda kind: metrics.errors.labels(kind).inc())
     install(app, answer)
-    for module in (items, codes, sids, admin, health):
-        app.include_router(module.router)
+    for router in routers:
+        app.include_router(router)
     # the last added runs first: RequestMiddleware also sees (logs, counts) the body limit's 413s
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, answer=answer)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        answer=answer,
+        count_timeout=metrics.read_timeouts.labels("body").inc,
+    )
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app
 
 
-class BodyLimitMiddleware:
-    """413 `too_large` for a request body over `max_bytes`, as the JSON error every other
-    failure gets (not FastAPI's `max_body_size`, whose 413 is plain text). A Content-Length
-    over the limit is answered at once, before routing and auth, without reading the body; a
-    body without one (chunked) is cut off as soon as what arrived passes the limit."""
+class QarmAPI(FastAPI):
+    """FastAPI whose OpenAPI document also holds the schemas of `bodies`, the request bodies'
+    models: routes take their bodies as dependencies (`service.deps.JsonBody`, so that auth
+    comes first), which FastAPI does not document by itself; each route's `openapi_extra`
+    refers to these."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, answer: ErrorAnswer) -> None:
+    def __init__(self, *, bodies: list[type[BaseModel]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bodies = bodies
+
+    def openapi(self) -> dict[str, Any]:
+        doc = super().openapi()  # cached by FastAPI: the schemas are added to it once
+        schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
+        if any(model.__name__ not in schemas for model in self.bodies):
+            modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+                (model, "validation") for model in self.bodies
+            ]
+            _, defs = models_json_schema(modes, ref_template="#/components/schemas/{model}")
+            for name, schema in defs.get("$defs", {}).items():
+                schemas.setdefault(name, schema)
+        return doc
+
+
+class BodyLimitMiddleware:
+    """Limits on a request body, in size and in time, answered as the JSON error every other
+    failure gets.
+
+    413 `too_large` for a body over `max_bytes` (not FastAPI's `max_body_size`, whose 413 is
+    plain text): a Content-Length over the limit is answered at once, before routing and auth,
+    without reading the body; a body without one (chunked) is cut off as soon as what arrived
+    passes the limit. 408 `request_timeout` (then the connection is closed) when the body has
+    not all arrived `timeout_s` after the request began: a client that sends a short body or
+    trickles it (slowloris) holds the request no longer. Headers have their deadline in the
+    HTTP protocol (service.protocol); a body the app never reads is bounded there too."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float,
+        answer: ErrorAnswer,
+        count_timeout: Callable[[], None],
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self.answer = answer
+        self.count_timeout = count_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -207,14 +261,27 @@ class BodyLimitMiddleware:
             )
             await self.answer(error)(scope, receive, send)
             return
-        await self.app(scope, self._limited(receive), send)
+        await self.app(scope, self._limited(scope, receive), send)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, scope: Scope, receive: Receive) -> Receive:
         received = 0
+        complete = False  # the body is in (or the client left): no deadline after it
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                self.count_timeout()
+                raise RequestTimeoutError(
+                    f"{scope['method']} {scope['path']}: the body did not arrive within "
+                    f"{self.timeout_s:g} s (QARM_BODY_TIMEOUT_S)"
+                ) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

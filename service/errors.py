@@ -2,18 +2,19 @@
 
 Every error body has the same shape:
 `{"error": {"kind": ..., "message": ..., "item": {"index", "id", "field"} | null}}`.
-503s carry `Retry-After`, 401s `WWW-Authenticate: Bearer`.
-Routes and the batcher raise these; `install` maps them, and also
-the answers FastAPI and Starlette would otherwise give in their own shape (validation
-errors, unknown routes, wrong methods, unhandled exceptions), so that every non-2xx answer
-of the API has this body and is counted by kind. `ErrorAnswer` builds each answer, for the
-handlers and for the body limit (which answers before any route runs).
+503s carry `Retry-After`, 401s `WWW-Authenticate: Bearer`, 408s `Connection: close`.
+Routes, the batcher and the body parser (`service.bodies`) raise or return these; `install`
+maps them, and also the answers FastAPI and Starlette would otherwise give in their own shape
+(validation errors of path and query parameters, unknown routes, wrong methods, unhandled
+exceptions), so that every non-2xx answer of the API has this body and is counted by kind.
+`ErrorAnswer` builds each answer, for the handlers and for the body limit (which answers
+before any route runs).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 class ItemRef(BaseModel):
     """Which item of a request an error is about."""
 
-    index: int | None = None  # position in the request's `items`
+    index: int | None = None  # position in the request's `items` (or a batchGet's `ids`)
     id: str | None = None
     field: str | None = None  # text, image, audio, embedding, id, ...
 
@@ -84,6 +85,14 @@ class TooLargeError(ServiceError):
 
     status = 413
     kind = "too_large"
+
+
+class RequestTimeoutError(ServiceError):
+    """The body did not arrive within `body_timeout_s` (408): answered with `Connection:
+    close`, since the rest of the body may still be on its way."""
+
+    status = 408
+    kind = "request_timeout"
 
 
 class NotFoundError(ServiceError):
@@ -214,6 +223,8 @@ class ErrorAnswer:
             all_headers["Retry-After"] = str(self.retry_after_s)
         if isinstance(err, UnauthorizedError):
             all_headers["WWW-Authenticate"] = err.challenge
+        if isinstance(err, RequestTimeoutError):
+            all_headers["Connection"] = "close"
         return JSONResponse(
             error_body(err.kind, err.message, err.item),
             status_code=err.status,
@@ -229,14 +240,14 @@ def install(app: FastAPI, answer: ErrorAnswer) -> None:
         assert isinstance(err, ServiceError)
         return answer(err)
 
-    async def on_validation_error(request: Request, err: Exception) -> JSONResponse:
+    async def on_validation_error(_: Request, err: Exception) -> JSONResponse:
+        # path and query parameters (bodies are validated by service.bodies, not FastAPI)
         assert isinstance(err, RequestValidationError)
-        where = f"{request.method} {request.url.path}"
-        return answer(_not_json(err, where) or _invalid_input(err))
+        return answer(invalid_input(err.errors(), err.body))
 
     async def on_http_error(request: Request, err: Exception) -> JSONResponse:
-        # Any status Starlette or FastAPI raise by themselves, e.g. FastAPI's 400 for a body it
-        # cannot parse (bad UTF-8, JSON nested too deeply, an integer of too many digits).
+        # Any status Starlette or FastAPI raise by themselves (routing's 404 and 405, the body
+        # limit's 413), whatever it is.
         assert isinstance(err, HTTPException)
         return answer(_from_http(err, f"{request.method} {request.url.path}"), err.headers)
 
@@ -252,37 +263,13 @@ def install(app: FastAPI, answer: ErrorAnswer) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-def _invalid_input(err: RequestValidationError) -> InvalidInputError:
-    """pydantic's first complaint, naming the item (index, id, field) when it is about one."""
-    first = err.errors()[0]
+def invalid_input(errors: Sequence[Mapping[str, Any]], body: Any) -> InvalidInputError:
+    """pydantic's first complaint (its `loc` from the request's root: `body`, `path`, `query`),
+    naming the item (index, id, field) of the parsed `body` when it is about one."""
+    first = errors[0]
     loc = [str(p) for p in first.get("loc", ())]
     where = ".".join(loc)
-    return InvalidInputError(
-        f"{where}: {first.get('msg', 'invalid')}", item=_item_of(loc, err.body)
-    )
-
-
-def _not_json(err: RequestValidationError, where: str) -> BadRequestError | None:
-    """FastAPI's complaint that the body is not JSON at all (400 `bad_request`, as when it
-    cannot even be decoded: `_from_http`), else None."""
-    first = err.errors()[0] if err.errors() else {}
-    if first.get("type") != "json_invalid":
-        return None
-    loc = first.get("loc", ())
-    at = f" at character {loc[1]}" if len(loc) > 1 else ""
-    reason = (first.get("ctx") or {}).get("error", first.get("msg", "JSON decode error"))
-    return BadRequestError(f"{where}: the body is not valid JSON ({reason}{at})")
-
-
-def _parse_failure(cause: BaseException | None) -> str:
-    """Why FastAPI could not parse a body, from the exception it raised its 400 from."""
-    if isinstance(cause, UnicodeDecodeError):
-        return f"not UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start})"
-    if isinstance(cause, RecursionError):
-        return "nested too deeply"
-    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
-        return "an integer has too many digits (at most 4300)"
-    return type(cause).__name__ if cause is not None else "unknown reason"
+    return InvalidInputError(f"{where}: {first.get('msg', 'invalid')}", item=_item_of(loc, body))
 
 
 def _from_http(err: HTTPException, where: str) -> ServiceError:
@@ -295,10 +282,6 @@ def _from_http(err: HTTPException, where: str) -> ServiceError:
         return MethodNotAllowedError(f"{where}: method not allowed; this path takes {allowed}")
     if err.status_code == 413:
         return TooLargeError(f"{where}: {err.detail}")
-    if err.status_code == 400 and err.__cause__ is not None:  # FastAPI parsing the body
-        return BadRequestError(
-            f"{where}: the body cannot be parsed as JSON: {_parse_failure(err.__cause__)}"
-        )
     error = ServiceError(f"{where}: {err.detail}")  # any other status: keep it
     error.status = err.status_code
     if err.status_code < 500:
@@ -307,7 +290,8 @@ def _from_http(err: HTTPException, where: str) -> ServiceError:
 
 
 def _item_of(loc: list[str], body: Any) -> ItemRef | None:
-    """`["body", "items", "3", "embedding", ...]` -> item 3 with its id and field."""
+    """`["body", "items", "3", "embedding", ...]` -> item 3 with its id and field;
+    `["body", "ids", "3"]` -> the 4th id of a batchGet (`index` is its position in `ids`)."""
     if len(loc) >= 3 and loc[:2] == ["body", "items"] and loc[2].isdigit():
         index = int(loc[2])
         item_id = None
@@ -317,8 +301,13 @@ def _item_of(loc: list[str], body: Any) -> ItemRef | None:
             item_id = raw if isinstance(raw, str) else None
         field = loc[3] if len(loc) > 3 else None
         return ItemRef(index=index, id=item_id, field=field)
+    if len(loc) >= 3 and loc[:2] == ["body", "ids"] and loc[2].isdigit():
+        index = int(loc[2])
+        ids = body.get("ids") if isinstance(body, dict) else None
+        raw = ids[index] if isinstance(ids, list) and index < len(ids) else None
+        return ItemRef(index=index, id=raw if isinstance(raw, str) else None, field="ids")
     if len(loc) >= 2 and loc[0] == "body":
-        return ItemRef(field=loc[1] if loc[1] != "ids" else "ids")
+        return ItemRef(field=loc[1])
     if len(loc) >= 2 and loc[0] == "path":
         return ItemRef(field=loc[1])
     return None

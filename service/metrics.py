@@ -20,6 +20,8 @@ BATCH_SIZES = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 STAGES = ("decode", "encode", "quantize", "store")
 # every op label of qarm_store_errors: what the service asks of the store
 STORE_OPS = ("write", "get", "sid", "prefix", "ping", "activate", "follow")
+# every phase label of qarm_read_timeouts: which part of a request was too slow to arrive
+READ_PHASES = ("headers", "body")
 
 
 class Metrics:
@@ -68,6 +70,18 @@ class Metrics:
             "qarm_items_dropped", "queued items dropped before the encoder", ["reason"], registry=r
         )
         self.errors = Counter("qarm_errors", "errors answered, by kind", ["kind"], registry=r)
+        self.read_timeouts = Counter(
+            "qarm_read_timeouts",
+            "clients too slow to send a request: headers (connection closed unanswered) or body "
+            "(408, then closed)",
+            ["phase"],
+            registry=r,
+        )
+        self.bodies_parsing = Gauge(
+            "qarm_bodies_parsing",
+            "request bodies with the body-parsing worker process (queued there or parsing)",
+            registry=r,
+        )
         self.store_errors = Counter(
             "qarm_store_errors", "store operations that failed", ["store", "op"], registry=r
         )
@@ -92,6 +106,8 @@ class Metrics:
             self.dropped.labels(reason)
         for result in ("ok", "failed"):
             self.reloads.labels(result)
+        for phase in READ_PHASES:
+            self.read_timeouts.labels(phase)
 
     def declare(self, error_kinds: Iterable[str], store_kind: str) -> None:
         """Create the labelled error series at 0, so dashboards and rate() see them before

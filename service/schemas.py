@@ -4,12 +4,38 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from codebooks.sid import ID_PATTERN
 from service.errors import ErrorBody
 
 ItemId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+# Floats in one embedding or feature vector: far above any bundle's d or F (the engine checks
+# those exactly); it keeps a hostile body from building millions of floats in a request.
+MAX_VECTOR = 65_536
+
+
+def within_limit(value: Any, info: ValidationInfo, what: str) -> Any:
+    """A request's list against its limit, before any element is validated (160,000 items
+    cost a count, not 160,000 validations). The limit is a per-app setting, so it comes in the
+    validation context (`{"limit": n}`, service.deps.JsonBody); without one there is none."""
+    limit = (info.context or {}).get("limit")
+    if isinstance(value, list) and isinstance(limit, int) and len(value) > limit:
+        raise PydanticCustomError(
+            "too_long",
+            "{count} {what}, more than the limit of {limit} per request",
+            {"count": len(value), "what": what, "limit": limit},
+        )
+    return value
 
 
 class ItemBody(BaseModel):
@@ -21,10 +47,14 @@ class ItemBody(BaseModel):
     image: str | None = Field(None, description="base64 JPEG or PNG (standard alphabet)")
     audio: str | None = Field(None, description="base64 PCM WAV")
     embedding: list[float] | None = Field(
-        None, description="d floats, for callers that already have the item's embedding"
+        None,
+        max_length=MAX_VECTOR,
+        description="d floats, for callers that already have the item's embedding",
     )
     features: list[float] | None = Field(
-        None, description="F upstream floats, for a bundle whose encoder has mode `features`"
+        None,
+        max_length=MAX_VECTOR,
+        description="F upstream floats, for a bundle whose encoder has mode `features`",
     )
 
 
@@ -47,6 +77,11 @@ class ItemsIn(BaseModel):
 
     items: list[ItemIn] = Field(min_length=1, description="1..max_items_per_request items")
 
+    @field_validator("items", mode="before")
+    @classmethod
+    def _at_most(cls, value: Any, info: ValidationInfo) -> Any:
+        return within_limit(value, info, "items")
+
 
 class Codes(BaseModel):
     """An item's codes under one bundle version."""
@@ -67,7 +102,13 @@ class ItemsOut(BaseModel):
 class BatchGetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] = Field(min_length=1, description="1..max_batch_get item ids")
+    # the id rule of items and paths: an id no item can have ("abc\n") is a 422, not a null
+    ids: list[ItemId] = Field(min_length=1, description="1..max_batch_get item ids")
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _at_most(cls, value: Any, info: ValidationInfo) -> Any:
+        return within_limit(value, info, "ids")
 
 
 class BatchGetOut(BaseModel):
@@ -115,6 +156,11 @@ _CHALLENGE = {
 _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     400: ("`bad_request`: a malformed path or query parameter, or a body that is not JSON", {}),
     401: ("`unauthorized`: no bearer token, or an unknown one", _CHALLENGE),
+    408: (
+        "`request_timeout`: the body did not arrive within QARM_BODY_TIMEOUT_S; the "
+        "connection is closed",
+        {},
+    ),
     403: ("`forbidden`: the token lacks the route's scope", {}),
     404: ("`not_found`: an unknown item or semantic ID", {}),
     409: ("`reload_failed`: the bundle cannot be loaded; the old one keeps serving", {}),

@@ -122,6 +122,26 @@ class Settings(StoreSettings):
     max_audio_s: float = Field(60.0, gt=0, description="seconds of an item's audio")
     max_body_bytes: int = Field(64 << 20, ge=1, description="bytes of a request body")
     max_prefix_items: int = Field(1000, ge=1, description="most items one prefix lookup answers")
+    parse_inline_bytes: int = Field(
+        64 << 10,
+        ge=0,
+        description="bodies up to this size are parsed on the event loop; larger ones in a "
+        "worker process, so that the loop keeps serving meanwhile",
+    )
+
+    # --- slow clients
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a connection must send a request's headers within this time (from the "
+        "connection, or from a kept-alive request's first byte), else it is closed unanswered",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request's body must arrive within this time from its headers, else 408 "
+        "and the connection is closed; raise it for large bodies over slow links",
+    )
 
     # --- auth and logs
     tokens: list[TokenSetting] = Field(

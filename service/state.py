@@ -10,6 +10,7 @@ from pathlib import Path
 
 from runtime import Engine
 from service.batcher import Batcher
+from service.bodies import BodyParser
 from service.errors import ReloadFailedError, StoreUnavailableError
 from service.metrics import Metrics
 from service.settings import Settings
@@ -27,6 +28,7 @@ class AppState:
     engine: Engine  # swapped on a switch; a request reads it once and keeps that engine
     decode_pool: ThreadPoolExecutor
     encode_pool: ThreadPoolExecutor
+    parser: BodyParser  # request bodies (service.deps.JsonBody): large ones in a worker process
     # Versions every upload is also written to (staged ones, the previous active one), with
     # their engines; replaced whole by the follower, so a request reads one snapshot.
     written: dict[str, Engine] = field(default_factory=dict)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from service.deps import EngineDep, ReadAuth, StateDep
-from service.errors import BadRequestError, InvalidInputError, ItemRef
+from service.deps import EngineDep, JsonBody, ReadAuth, StateDep
+from service.errors import BadRequestError
 from service.reads import guarded, read_codes
 from service.routes.items import codes_out, json_response
 from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut, error_responses
@@ -17,21 +17,20 @@ router = APIRouter(prefix="/v1", tags=["codes"])
 
 # fullmatch, not `^...$`: `$` also matches before a final newline ("1-2\n").
 PREFIX = re.compile(r"[0-9]{1,5}(?:-[0-9]{1,5})*")
+IDS = JsonBody(BatchGetIn, limit=lambda settings: settings.max_batch_get)
 
 
 @router.post(
     "/codes:batchGet",
     dependencies=[ReadAuth],
     response_model=BatchGetOut,
-    responses=error_responses(400, 401, 403, 413, 422, 500, 503),
+    responses=error_responses(400, 401, 403, 408, 413, 422, 500, 503),
+    openapi_extra=IDS.openapi,
 )
-async def batch_get(body: BatchGetIn, state: StateDep, engine: EngineDep) -> Response:
+async def batch_get(
+    body: Annotated[BatchGetIn, Depends(IDS)], state: StateDep, engine: EngineDep
+) -> Response:
     """Codes of up to max_batch_get ids, in request order; null for an unknown id."""
-    limit = state.settings.max_batch_get
-    if len(body.ids) > limit:
-        raise InvalidInputError(
-            f"ids: {len(body.ids)} ids, more than the limit of {limit}", item=ItemRef(field="ids")
-        )
     records = await read_codes(state, engine.version, body.ids)
     items = [codes_out(r, engine.version) if r is not None else None for r in records]
     return json_response({"bundle_version": engine.version, "items": items})

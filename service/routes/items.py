@@ -6,12 +6,12 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic_core import to_json
 
 from codebooks.sid import ID_PATTERN
 from runtime import Engine
-from service.deps import EngineDep, ReadAuth, StateDep, WriteAuth
+from service.deps import EngineDep, JsonBody, ReadAuth, StateDep, WriteAuth
 from service.errors import InvalidInputError, ItemRef, NotFoundError
 from service.prepare import prepare_all
 from service.reads import read_codes
@@ -22,9 +22,11 @@ from store import StoredCodes
 router = APIRouter(prefix="/v1", tags=["items"])
 
 # every answer but the 200: for the OpenAPI document
-WRITE_ERRORS = error_responses(400, 401, 403, 413, 422, 500, 503)
+WRITE_ERRORS = error_responses(400, 401, 403, 408, 413, 422, 500, 503)
 
 PathId = Annotated[str, Path(pattern=ID_PATTERN, description="the item id")]
+ITEMS = JsonBody(ItemsIn, limit=lambda settings: settings.max_items_per_request)
+ITEM = JsonBody(ItemBody)
 
 
 def codes_out(record: StoredCodes, version: str) -> dict[str, Any]:
@@ -44,15 +46,17 @@ def json_response(payload: Any) -> Response:
     return Response(to_json(payload), media_type="application/json")
 
 
-@router.post("/items", dependencies=[WriteAuth], response_model=ItemsOut, responses=WRITE_ERRORS)
-async def post_items(body: ItemsIn, state: StateDep, engine: EngineDep) -> Response:
+@router.post(
+    "/items",
+    dependencies=[WriteAuth],
+    response_model=ItemsOut,
+    responses=WRITE_ERRORS,
+    openapi_extra=ITEMS.openapi,
+)
+async def post_items(
+    body: Annotated[ItemsIn, Depends(ITEMS)], state: StateDep, engine: EngineDep
+) -> Response:
     """Encode 1..max_items_per_request items; answers after their codes are in the store."""
-    limit = state.settings.max_items_per_request
-    if len(body.items) > limit:
-        raise InvalidInputError(
-            f"items: {len(body.items)} items, more than the limit of {limit} per request",
-            item=ItemRef(field="items"),
-        )
     first: dict[str, int] = {}
     for index, item in enumerate(body.items):
         if item.id in first:  # one id, two contents: only one could be stored and answered
@@ -68,9 +72,15 @@ async def post_items(body: ItemsIn, state: StateDep, engine: EngineDep) -> Respo
 
 
 @router.put(
-    "/items/{item_id}", dependencies=[WriteAuth], response_model=Codes, responses=WRITE_ERRORS
+    "/items/{item_id}",
+    dependencies=[WriteAuth],
+    response_model=Codes,
+    responses=WRITE_ERRORS,
+    openapi_extra=ITEM.openapi,
 )
-async def put_item(item_id: PathId, body: ItemBody, state: StateDep, engine: EngineDep) -> Response:
+async def put_item(
+    item_id: PathId, body: Annotated[ItemBody, Depends(ITEM)], state: StateDep, engine: EngineDep
+) -> Response:
     """Encode one item whose id is in the path."""
     (record,) = await encode(state, engine, [ItemIn(id=item_id, **body.model_dump())])
     return json_response(codes_out(record, engine.version))

@@ -82,6 +82,26 @@ async def test_a_trailing_newline_is_refused_in_ids_sids_and_prefixes(make_setti
         assert (await client.get("/v1/items/abc/codes")).status_code == 404  # nothing written
 
 
+BAD_IDS = ["abc\n", "a\nb", "", "x" * 129, "bad id", 7]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
+async def test_batch_get_checks_every_id_with_the_id_rule(make_settings: Any, bad: Any) -> None:
+    """Not a `null` for an id that could never be stored: a 422 naming its position, the id
+    and the rule (the pattern), as for an id in the path or in an item."""
+    async with running(make_settings()) as (_, client):
+        r = await client.post("/v1/codes:batchGet", json={"ids": ["abc", "ok-1", bad]})
+        error = the_error(r, 422, "invalid_input")
+        bad_id = bad if isinstance(bad, str) else None
+        assert error["item"] == {"index": 2, "id": bad_id, "field": "ids"}
+        assert error["message"].startswith("body.ids.2: "), error["message"]
+        if isinstance(bad, str):
+            assert ID_PATTERN in error["message"], error["message"]  # the rule it breaks
+        r = await client.post("/v1/codes:batchGet", json={"ids": ["abc", "ok-1"]})
+        assert r.json()["items"] == [None, None]  # good ids that are unknown: null
+
+
 @SQLITE_ONLY
 async def test_401_carries_the_bearer_challenge(make_settings: Any) -> None:
     async with running(make_settings(tokens=TOKENS)) as (_, client):

@@ -107,7 +107,13 @@ def _without(found: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def run_set(
-    name: str, n: int, queries_n: int, noise: float, target: float, efs: list[int]
+    name: str,
+    n: int,
+    queries_n: int,
+    noise: float,
+    target: float,
+    efs: list[int],
+    kinds: list[VQRequest],
 ) -> list[dict[str, Any]]:
     x, q = catalog(name, n, queries_n, noise)
     exact = faiss.IndexFlatIP(x.shape[1])
@@ -129,7 +135,6 @@ def run_set(
     ]
     print(json.dumps(rows[-1]), flush=True)
     settings = VQSettings(k=K, target_recall=target)
-    kinds: list[VQRequest] = ["ivf", "hnsw", "ivf-sq8", "ivf-pq", "auto"]
     for kind in kinds:
         start = time.perf_counter()
         index, info = build_vq_index(x, kind, settings)
@@ -180,17 +185,26 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--target", type=float, default=0.98)
     parser.add_argument("--noise", type=float, default=0.6, help="hard set: offset length")
-    parser.add_argument("--sets", nargs="+", default=["hard", "synthetic"])
+    parser.add_argument("--sets", nargs="*", default=["hard", "synthetic"])
     parser.add_argument("--ef", type=int, nargs="+", default=[32, 48, 64, 96, 128, 192, 256])
+    parser.add_argument(
+        "--large", type=int, default=0, help="also the compressed kinds on a hard set this big"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     about = {**host(), "omp_threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__}
     print(json.dumps(about))
+    every: list[VQRequest] = ["ivf", "hnsw", "ivf-sq8", "ivf-pq", "auto"]
     rows = [
         row
         for name in args.sets
-        for row in run_set(name, args.items, args.queries, args.noise, args.target, args.ef)
+        for row in run_set(name, args.items, args.queries, args.noise, args.target, args.ef, every)
     ]
+    if args.large:
+        large = run_set(
+            "hard", args.large, args.queries, args.noise, args.target, [], ["ivf-sq8", "ivf-pq"]
+        )
+        rows += [{**row, "set": f"hard {args.large:,}"} for row in large]
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": about,

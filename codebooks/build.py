@@ -76,7 +76,7 @@ class BuildConfig(BaseModel):
         0.98, gt=0, le=1, description="VQ recall@K on upload-like queries that tuning must reach"
     )
     recall_queries: int = Field(
-        1000, ge=1, description="catalog rows held out to measure VQ recall@K (at most N/10)"
+        2000, ge=1, description="catalog rows held out to measure VQ recall@K (at most N/10)"
     )
     hnsw_m: int = Field(32, ge=4, le=256, description="hnsw: links per node")
     hnsw_ef_construction: int = Field(40, ge=8, description="hnsw: search breadth while building")

@@ -54,7 +54,7 @@ GPU_KINDS: frozenset[VQKind] = frozenset({"flat", "ivf"})  # faiss has no GPU HN
 RERANK_EXTRA = 8  # candidates beyond K re-scored exactly: float32 reorders only near-ties
 SHORTLIST_FACTORS = (1, 2, 4, 8, 16)  # compressed kinds: shortlists of up to factor x K
 MAX_EF_SEARCH = 4096
-CONFIDENCE_Z = 1.28  # a setting passes when recall's one-sided 90% lower bound meets the target
+CONFIDENCE_Z = 1.645  # a setting passes when recall's one-sided 95% lower bound meets the target
 TIMING_BATCH = 256  # queries per search call when timing, as the service's micro-batches
 TIMING_SECONDS = 0.5
 
@@ -65,7 +65,7 @@ class VQSettings:
 
     k: int
     target_recall: float = 0.95
-    recall_queries: int = 1000
+    recall_queries: int = 2000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 40
     pq_bytes: int = 0  # 0: d / 2

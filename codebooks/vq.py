@@ -210,12 +210,7 @@ def _probe(x: Float32Array, s: VQSettings, queries: Float32Array | None) -> _Pro
     exact.add(x[rows])
     found = search(to_gpu(exact) if s.gpu else exact, q, s.k)
     truth = rows[found].astype(np.int32)
-
-    def read_rows(ids: npt.NDArray[np.int64]) -> Float32Array:
-        out: Float32Array = x[ids]
-        return out
-
-    return _Probe(np.ascontiguousarray(q), truth, rows, held, read_rows)
+    return _Probe(np.ascontiguousarray(q), truth, rows, held, x.__getitem__)
 
 
 def _auto_kinds(n: int, dim: int, s: VQSettings) -> list[VQKind]:

@@ -14,7 +14,7 @@ DEMO_ITEMS ?= 50000
 # $(call latest,DIR): the newest bundle folder under DIR (versions sort by their build time)
 latest = $$(ls -d $(1)/*/ | sort | tail -n 1)
 
-.PHONY: help install install-backfill install-train redis test lint format demo demo-codebooks bench bench-codebooks bench-vq bench-backfill bench-catalog clean
+.PHONY: help install install-backfill install-train redis redis-cluster test lint format demo demo-codebooks bench bench-codebooks bench-vq bench-backfill bench-catalog clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -59,8 +59,41 @@ redis: $(VENV)/.installed ## start a throwaway Redis on $(REDIS_HOST):$(REDIS_PO
 			&& echo "redis: started on $(REDIS_HOST):$(REDIS_PORT)"; \
 	fi
 
-test: redis $(VENV)/.installed-train ## run the test suite (starts Redis if none answers)
-	QARM_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT)/15 $(PY) -m pytest
+# A 3-master Redis Cluster on local ports for the store's contract tests (make test).
+CLUSTER_PORTS ?= 7101 7102 7103
+CLUSTER_DIR ?= /tmp/qarm-redis-cluster
+
+redis-cluster: $(VENV)/.installed ## start a throwaway 3-master Redis Cluster on $(CLUSTER_PORTS) unless one answers
+	@first=$$(echo $(CLUSTER_PORTS) | cut -d' ' -f1); \
+	if redis-cli -h $(REDIS_HOST) -p $$first cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then \
+		echo "redis-cluster: answering on $(REDIS_HOST):$$first"; \
+	elif ! command -v redis-server >/dev/null; then \
+		echo "redis-cluster: redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)"; \
+		exit 1; \
+	else \
+		nodes=""; \
+		for port in $(CLUSTER_PORTS); do \
+			mkdir -p $(CLUSTER_DIR)/$$port && rm -f $(CLUSTER_DIR)/$$port/nodes.conf; \
+			redis-server --daemonize yes --bind $(REDIS_HOST) --port $$port --cluster-enabled yes \
+				--cluster-config-file $(CLUSTER_DIR)/$$port/nodes.conf --dir $(CLUSTER_DIR)/$$port \
+				--save "" --appendonly no --logfile "$(CURDIR)/.redis-$$port.log" >/dev/null; \
+			nodes="$$nodes $(REDIS_HOST):$$port"; \
+		done; \
+		for port in $(CLUSTER_PORTS); do \
+			for i in $$(seq 50); do redis-cli -h $(REDIS_HOST) -p $$port ping >/dev/null 2>&1 && break; sleep 0.1; done; \
+		done; \
+		redis-cli --cluster create $$nodes --cluster-replicas 0 --cluster-yes >/dev/null; \
+		for i in $$(seq 100); do \
+			redis-cli -h $(REDIS_HOST) -p $$first cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1; \
+		done; \
+		redis-cli -h $(REDIS_HOST) -p $$first cluster info | grep -q 'cluster_state:ok' \
+			&& echo "redis-cluster: started on$$nodes"; \
+	fi
+
+test: redis redis-cluster $(VENV)/.installed-train ## run the test suite (starts Redis and a Redis Cluster if none answers)
+	QARM_TEST_REDIS_URL=redis://$(REDIS_HOST):$(REDIS_PORT)/15 \
+	QARM_TEST_REDIS_CLUSTER_URL=redis://$(REDIS_HOST):$$(echo $(CLUSTER_PORTS) | cut -d' ' -f1) \
+	$(PY) -m pytest
 
 lint: $(VENV)/.installed-loadtest ## ruff, mypy, import-linter (the floors) and hadolint
 	$(PY) -m ruff check .

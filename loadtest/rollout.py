@@ -48,6 +48,7 @@ from loadtest.run import (
     read_stats,
     start_service,
 )
+from store.redis_store import Keys
 
 
 def write_export(items: list[dict[str, Any]], path: Path) -> None:
@@ -129,7 +130,11 @@ def missing_under(r: redis.Redis, prefix: str, version: str, ids: list[str]) -> 
     missing = []
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
-        values = r.mget([f"{prefix}:{version}:item:{i}" for i in chunk])
+        keys = Keys(prefix)
+        pipe = r.pipeline(transaction=False)
+        for i in chunk:
+            pipe.hget(keys.items(version, i), i)
+        values = pipe.execute()
         missing += [i for i, v in zip(chunk, values, strict=True) if v is None]
     return missing
 

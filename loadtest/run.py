@@ -40,6 +40,7 @@ from codebooks.clustered import clustered_embeddings
 from codebooks.summary import table
 from loadtest.media import MediaPool
 from service.launch import free_port, wait_ready
+from store.redis_store import Keys, member, sid_bucket
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -183,8 +184,11 @@ def read_back(
                 continue  # acknowledged before a switch: Redis is read under its version below
             elif any(codes[k] != want[k] for k in ("vq", "rq", "suffix", "sid")):
                 problems.append(f"{item_id}: API answers other codes than acknowledged")
-        keys = [f"{prefix}:{latest[i]['bundle_version']}:item:{i}" for i in chunk]
-        for item_id, value in zip(chunk, r.mget(keys), strict=True):
+        keys = Keys(prefix)
+        pipe = r.pipeline(transaction=False)
+        for i in chunk:
+            pipe.hget(keys.items(latest[i]["bundle_version"], i), i)
+        for item_id, value in zip(chunk, pipe.execute(), strict=True):
             want = latest[item_id]
             if not isinstance(value, bytes):
                 problems.append(f"{item_id}: acknowledged, but not in Redis")
@@ -192,8 +196,10 @@ def read_back(
             rq, vq, suffix = decode_item(value)
             if (rq, vq, suffix) != (want["rq"], want["vq"], want["suffix"]):
                 problems.append(f"{item_id}: Redis holds other codes than acknowledged")
-            sid = r.get(f"{prefix}:{want['bundle_version']}:sid:{want['sid']}")
-            if not isinstance(sid, bytes) or sid.decode() != item_id:
+            sid = want["sid"]
+            index = keys.index(want["bundle_version"], sid_bucket(sid))
+            entries = r.zrangebylex(index, f"[{sid} ", f"({sid}!")
+            if entries != [member(sid, item_id).encode()]:
                 problems.append(f"{item_id}: sid {want['sid']} does not point back at it")
     return len(ids), problems
 

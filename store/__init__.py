@@ -48,5 +48,6 @@ def open_store(settings: StoreSettings) -> Store:
             prefix=settings.redis_prefix,
             pool_size=settings.redis_pool_size,
             timeout_s=settings.redis_timeout_s,
+            cluster=settings.redis_cluster,
         )
     return SqliteStore(settings.sqlite_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,15 +55,24 @@ class NewCodes:
 
 @dataclass(frozen=True)
 class CatalogSeed:
-    """A bundle's catalog, for seeding a version: ids, (N, L) RQ codes, (N,) suffixes."""
+    """A bundle's catalog, for seeding a version: ids, (N, L) RQ codes, (N,) suffixes, and the
+    version's parameters a direct reader needs (docs/store.md, "Parameters")."""
 
     item_ids: npt.NDArray[np.str_]
     rq_codes: npt.NDArray[np.int32]
     sid_suffix: npt.NDArray[np.int32]
+    centroids: int = 0  # Nc; 0 where the caller does not know it (tests)
+    k: int = 0  # K, VQ codes per item
+    dim: int = 0  # d
 
     @classmethod
     def of(cls, bundle: Bundle) -> CatalogSeed:
-        return cls(bundle.item_ids, bundle.rq_codes, bundle.sid_suffix)
+        m = bundle.manifest
+        return cls(bundle.item_ids, bundle.rq_codes, bundle.sid_suffix, m.centroids, m.k, m.dim)
+
+    @property
+    def levels(self) -> int:
+        return int(self.rq_codes.shape[1]) if self.rq_codes.ndim == 2 else 0
 
 
 class StoreError(RuntimeError):
@@ -178,8 +187,17 @@ class Choice:
 
 
 # What a write or a seed changes, as typed operations under one version. The planners below
-# decide them; a store only executes them (Redis: one command each; SQLite: one statement per
-# type). Prefixes and tuples are text (`codes_key`), as the keys and rows hold them.
+# decide them; a store only executes them. Tuples are text (`codes_key`), semantic IDs too
+# (`format_sid`). A semantic ID's entry also makes the item findable by every prefix of its
+# RQ codes: stores answer prefix lookups from the semantic IDs (their text sorts by prefix).
+
+
+@dataclass(frozen=True, slots=True)
+class PutSid:
+    """Point semantic ID `sid` at the item (its reverse entry)."""
+
+    sid: str
+    item_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,33 +209,10 @@ class PutItem:
 
 
 @dataclass(frozen=True, slots=True)
-class PutSid:
-    """Point semantic ID `sid` at the item, replacing any."""
-
-    sid: str
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class DropSid:
-    """Delete semantic ID `sid` (the item moved off it)."""
+    """Delete the reverse entry of semantic ID `sid` of the item (it moved off it)."""
 
     sid: str
-
-
-@dataclass(frozen=True, slots=True)
-class AddPrefix:
-    """Add the item to the set of prefix `prefix` (no-op when it is in)."""
-
-    prefix: str
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class RemovePrefix:
-    """Take the item out of the set of prefix `prefix` (it left the prefix)."""
-
-    prefix: str
     item_id: str
 
 
@@ -238,9 +233,24 @@ class SeedSid:
     item_id: str
 
 
-WriteOp = PutItem | PutSid | DropSid | AddPrefix | RemovePrefix
-SeedOp = SeedCounter | SeedSid | AddPrefix
+WriteOp = PutSid | PutItem | DropSid
+SeedOp = SeedCounter | SeedSid
 Op = WriteOp | SeedOp
+
+# The phases of a write, in the order a store that cannot make them one transaction (Redis
+# Cluster) executes them: new reverse entries, then the records (an item's record is one hash
+# field: each is atomic), then the reverse entries the records left. A crash between phases
+# leaves reverse entries that no record confirms, never a record without its entry; readers
+# confirm an entry by the record (docs/store.md, "What a crash can leave").
+WRITE_PHASES: tuple[type[WriteOp], ...] = (PutSid, PutItem, DropSid)
+
+
+def phases(ops: Sequence[WriteOp]) -> list[list[WriteOp]]:
+    """`ops` grouped by `WRITE_PHASES`, in that order, empty phases left out."""
+    grouped: list[list[WriteOp]] = [[] for _ in WRITE_PHASES]
+    for op in ops:
+        grouped[WRITE_PHASES.index(type(op))].append(op)
+    return [g for g in grouped if g]
 
 
 def distinct_ids(items: Sequence[NewCodes]) -> list[str]:
@@ -326,39 +336,28 @@ def resolve(
 def write_ops(
     items: Sequence[NewCodes], records: Sequence[StoredCodes], olds: dict[str, StoredCodes | None]
 ) -> list[WriteOp]:
-    """What storing `records` changes: per distinct id (its last occurrence wins) the value,
-    the semantic ID and the prefix sets, and what the record it replaces (stored, else its
-    catalog entry) leaves behind.
-
-    Every removal (`DropSid`, `RemovePrefix`) comes before every put, so a store may execute
-    the operations in this order or grouped by type in the same order of phases: within a
-    phase no two operations touch the same semantic ID or set member (ids are distinct,
-    semantic IDs are unique).
-    """
+    """What storing `records` changes, in `WRITE_PHASES` order: per distinct id (its last
+    occurrence wins) the new semantic ID's entry, the value, and the entry of the semantic ID
+    the record it replaces (stored, else its catalog entry) held, when that differs. Within a
+    phase no two operations touch the same item or semantic ID (ids are distinct, semantic
+    IDs are unique), so a store may execute a phase in any order."""
     last: dict[str, tuple[StoredCodes, StoredCodes | None]] = {}
     for item, record in zip(items, records, strict=True):
         last[item.item_id] = (record, previous(item, olds))
-    removals: list[WriteOp] = []
-    puts: list[WriteOp] = []
+    ops: list[WriteOp] = []
     for new, old in last.values():
-        if old is not None and (old.rq, old.suffix) != (new.rq, new.suffix):
-            removals.append(DropSid(old.sid))
-        if old is not None:
-            removals.extend(
-                RemovePrefix(codes_key(old.rq[:level]), new.item_id)
-                for level in range(1, len(old.rq) + 1)
-                if old.rq[:level] != new.rq[:level]
-            )
-        puts.append(PutItem(new.item_id, encode_value(new)))
-        puts.append(PutSid(new.sid, new.item_id))
-        puts.extend(AddPrefix(p, new.item_id) for p in prefix_keys(new.rq))
-    return removals + puts
+        ops.append(PutSid(new.sid, new.item_id))
+        ops.append(PutItem(new.item_id, encode_value(new)))
+        if old is not None and old.sid != new.sid:
+            ops.append(DropSid(old.sid, new.item_id))
+    return [op for phase in phases(ops) for op in phase]
 
 
-def prefix_keys(rq: Sequence[int]) -> Iterator[str]:
-    """`codes_key` of each prefix of `rq`, level 1 first."""
-    for level in range(1, len(rq) + 1):
-        yield codes_key(rq[:level])
+def prefix_range(prefix: Sequence[int]) -> tuple[str, str]:
+    """The semantic IDs whose RQ codes start with `prefix`, as a half-open range of their text:
+    `[p-, p.)`, since every such ID is `p-...` and `.` is the character after `-`."""
+    text = codes_key(prefix)
+    return f"{text}-", f"{text}."
 
 
 def seed_counters(catalog: CatalogSeed) -> dict[str, int]:
@@ -377,18 +376,17 @@ def seed_counter_ops(catalog: CatalogSeed) -> list[SeedCounter]:
 
 
 def seed_lookup_ops(catalog: CatalogSeed, rows: slice = slice(None)) -> list[SeedOp]:
-    """Seeding the semantic IDs and prefix sets of catalog items `rows`, item by item. Like
-    every seed operation they are idempotent and never move a semantic ID that is in use."""
-    ops: list[SeedOp] = []
-    for item_id, rq, suffix in zip(
-        catalog.item_ids[rows].tolist(),
-        catalog.rq_codes[rows].tolist(),
-        catalog.sid_suffix[rows].tolist(),
-        strict=True,
-    ):
-        ops.append(SeedSid(format_sid(rq, suffix), item_id))
-        ops.extend(AddPrefix(p, item_id) for p in prefix_keys(rq))
-    return ops
+    """Seeding the semantic IDs of catalog items `rows`. Like every seed operation they are
+    idempotent and never move a semantic ID that is in use."""
+    return [
+        SeedSid(format_sid(rq, suffix), item_id)
+        for item_id, rq, suffix in zip(
+            catalog.item_ids[rows].tolist(),
+            catalog.rq_codes[rows].tolist(),
+            catalog.sid_suffix[rows].tolist(),
+            strict=True,
+        )
+    ]
 
 
 def check_promotable(lifecycle: Lifecycle, version: str) -> None:
@@ -422,8 +420,9 @@ class Store(ABC):
     async def activate(
         self, version: str, catalog: CatalogSeed, *, seed_lookups: bool, bundle: str = ""
     ) -> None:
-        """Seed `version` from its catalog once (suffix counters; with `seed_lookups` also the
-        catalog's semantic IDs and prefix sets), then point readers at it (as `promote`).
+        """Seed `version` from its catalog once (suffix counters, parameters, the row -> id
+        map; with `seed_lookups` also the catalog's semantic IDs), then point readers at it
+        (as `promote`).
 
         The service's start on an empty store and `POST /admin/reload` use this; it checks no
         coverage. A catalog's own codes come from the backfill (`stage`, `write`, `promote`)."""
@@ -500,12 +499,13 @@ class Store(ABC):
     async def get_many(self, version: str, ids: Sequence[str]) -> list[StoredCodes | None]: ...
 
     @abstractmethod
-    async def item_for_sid(self, version: str, sid: str) -> str | None: ...
+    async def item_for_sid(self, version: str, sid: str) -> str | None:
+        """The item whose stored record holds semantic ID `sid`, or None."""
 
     @abstractmethod
-    async def items_for_prefix(
-        self, version: str, prefix: Sequence[int], limit: int
-    ) -> list[str]: ...
+    async def items_for_prefix(self, version: str, prefix: Sequence[int], limit: int) -> list[str]:
+        """Up to `limit` items whose first RQ codes are `prefix`, in the text order of their
+        semantic IDs (the order every store keeps them in)."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -20,6 +20,10 @@ class StoreSettings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, description="redis://host:port/db; unset: the embedded SQLite store"
     )
+    redis_cluster: bool = Field(
+        False,
+        description="QARM_REDIS_URL names one node of a Redis Cluster; the client finds the rest",
+    )
     redis_prefix: str = Field("qarm", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="key prefix")
     redis_pool_size: int = Field(64, ge=1, description="connections in the Redis pool")
     redis_timeout_s: float = Field(1.0, gt=0, description="Redis connect and socket timeout")

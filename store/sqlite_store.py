@@ -2,8 +2,9 @@
 
 Every operation runs on one dedicated thread that owns the connection, never on the event loop.
 A write is one `BEGIN IMMEDIATE` transaction: it reads the items' records, allocates suffixes
-from the tuple counters, and writes records, semantic IDs and prefix rows, so two writers (even
-two processes on the same file) never share a suffix. Values are the same bytes as in Redis.
+from the tuple counters, and writes records and semantic IDs, so two writers (even two processes
+on the same file) never share a suffix. Prefix lookups are range scans over the semantic IDs'
+text, the order Redis keeps them in. Values are the same bytes as in Redis.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import TypeVar, assert_never
 
 from codebooks.sid import codes_key
 from store.base import (
-    AddPrefix,
     CatalogSeed,
     DropSid,
     Lifecycle,
@@ -29,7 +29,6 @@ from store.base import (
     PodInfo,
     PutItem,
     PutSid,
-    RemovePrefix,
     SeedCounter,
     SeedSid,
     Store,
@@ -42,6 +41,7 @@ from store.base import (
     check_promotable,
     decode_value,
     distinct_ids,
+    prefix_range,
     seed_counter_ops,
     seed_lookup_ops,
 )
@@ -56,9 +56,6 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS sids (
     version TEXT NOT NULL, sid TEXT NOT NULL, item_id TEXT NOT NULL,
     PRIMARY KEY (version, sid));
-CREATE TABLE IF NOT EXISTS prefixes (
-    version TEXT NOT NULL, prefix TEXT NOT NULL, item_id TEXT NOT NULL,
-    PRIMARY KEY (version, prefix, item_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     version TEXT NOT NULL, tuple TEXT NOT NULL, next INTEGER NOT NULL,
     PRIMARY KEY (version, tuple));
@@ -70,7 +67,7 @@ CREATE TABLE IF NOT EXISTS reports (version TEXT PRIMARY KEY, text TEXT NOT NULL
 """
 
 # Tables holding a version's codes, emptied by `retire`.
-VERSION_TABLES = ("items", "sids", "prefixes", "counters", "seeded", "reports")
+VERSION_TABLES = ("items", "sids", "counters", "seeded", "reports")
 
 
 class SqliteStore(Store):
@@ -257,11 +254,13 @@ class SqliteStore(Store):
         return await self._run("sid lookup", get)
 
     async def items_for_prefix(self, version: str, prefix: Sequence[int], limit: int) -> list[str]:
+        low, high = prefix_range(prefix)
+
         def get(c: sqlite3.Connection) -> list[str]:
             rows = c.execute(
-                "SELECT item_id FROM prefixes WHERE version = ? AND prefix = ? "
-                "ORDER BY item_id LIMIT ?",
-                (version, codes_key(prefix), limit),
+                "SELECT item_id FROM sids WHERE version = ? AND sid >= ? AND sid < ? "
+                "ORDER BY sid LIMIT ?",
+                (version, low, high, limit),
             )
             return [str(r[0]) for r in rows]
 
@@ -337,7 +336,7 @@ def _write_state(c: sqlite3.Connection, version: str, state: VersionState, bundl
 
 def _delete_some(c: sqlite3.Connection, table: str, version: str, limit: int) -> int:
     """Up to `limit` rows of `version` from `table`, in one transaction."""
-    key = {"items": "item_id", "sids": "sid", "prefixes": "prefix, item_id", "counters": "tuple"}
+    key = {"items": "item_id", "sids": "sid", "counters": "tuple"}
     with _Transaction(c):
         if table in key:
             cols = key[table]
@@ -360,7 +359,7 @@ def _ids_after(c: sqlite3.Connection, version: str, after: str, limit: int) -> l
 
 
 def _seed_lookups(c: sqlite3.Connection, version: str, catalog: CatalogSeed, rows: slice) -> None:
-    """The semantic-ID and prefix rows of catalog items `rows`, in one transaction."""
+    """The semantic-ID rows of catalog items `rows`, in one transaction."""
     with _Transaction(c):
         _execute(c, version, seed_lookup_ops(catalog, rows))
 
@@ -376,36 +375,30 @@ def _values(c: sqlite3.Connection, version: str, ids: Sequence[str]) -> dict[str
     return {str(r[0]): bytes(r[1]) for r in rows}
 
 
-# One statement per operation type, executed in this order: removals before puts, as
-# `write_ops` orders them (a write's operations may run grouped by type).
-_DROP_SID = "DELETE FROM sids WHERE version = ? AND sid = ?"
-_REMOVE_PREFIX = "DELETE FROM prefixes WHERE version = ? AND prefix = ? AND item_id = ?"
-_PUT_ITEM = "INSERT OR REPLACE INTO items VALUES (?, ?, ?)"
+# One statement per operation type, executed in `WRITE_PHASES` order (inside one transaction
+# the order only has to keep a moved item's new entry and its old one apart: they differ).
 _PUT_SID = "INSERT OR REPLACE INTO sids VALUES (?, ?, ?)"
+_PUT_ITEM = "INSERT OR REPLACE INTO items VALUES (?, ?, ?)"
+_DROP_SID = "DELETE FROM sids WHERE version = ? AND sid = ? AND item_id = ?"
 _SEED_SID = "INSERT OR IGNORE INTO sids VALUES (?, ?, ?)"
-_ADD_PREFIX = "INSERT OR IGNORE INTO prefixes VALUES (?, ?, ?)"
 _SEED_COUNTER = "INSERT OR IGNORE INTO counters VALUES (?, ?, ?)"
-_IN_ORDER = (_DROP_SID, _REMOVE_PREFIX, _PUT_ITEM, _PUT_SID, _SEED_SID, _ADD_PREFIX, _SEED_COUNTER)
+_IN_ORDER = (_PUT_SID, _PUT_ITEM, _DROP_SID, _SEED_SID, _SEED_COUNTER)
 
 
 def _execute(c: sqlite3.Connection, version: str, ops: Iterable[Op]) -> None:
     """Execute `ops` under `version` inside the caller's transaction: one `executemany` per
-    operation type, removals first."""
+    operation type."""
     rows: dict[str, list[tuple[str | int | bytes, ...]]] = {sql: [] for sql in _IN_ORDER}
     for op in ops:
         match op:
-            case DropSid(sid):
-                rows[_DROP_SID].append((version, sid))
-            case RemovePrefix(prefix, item_id):
-                rows[_REMOVE_PREFIX].append((version, prefix, item_id))
-            case PutItem(item_id, value):
-                rows[_PUT_ITEM].append((version, item_id, value))
             case PutSid(sid, item_id):
                 rows[_PUT_SID].append((version, sid, item_id))
+            case PutItem(item_id, value):
+                rows[_PUT_ITEM].append((version, item_id, value))
+            case DropSid(sid, item_id):
+                rows[_DROP_SID].append((version, sid, item_id))
             case SeedSid(sid, item_id):
                 rows[_SEED_SID].append((version, sid, item_id))
-            case AddPrefix(prefix, item_id):
-                rows[_ADD_PREFIX].append((version, prefix, item_id))
             case SeedCounter(tuple_key, next_free):
                 rows[_SEED_COUNTER].append((version, tuple_key, next_free))
             case _:

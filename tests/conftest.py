@@ -21,6 +21,15 @@ def redis_url() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """One node of the 3-master Redis Cluster that `make test` starts."""
+    url = os.environ.get("QARM_TEST_REDIS_CLUSTER_URL")
+    if not url:
+        pytest.fail("QARM_TEST_REDIS_CLUSTER_URL is not set: run the tests with `make test`")
+    return url
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -30,6 +39,13 @@ def anyio_backend() -> str:
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
     with own_prefix(redis_url) as prefix:
+        yield prefix
+
+
+@pytest.fixture
+def redis_cluster_prefix(redis_cluster_url: str) -> Iterator[str]:
+    """A key prefix of this test's own in the Redis Cluster; its keys are deleted afterwards."""
+    with own_prefix(redis_cluster_url, cluster=True) as prefix:
         yield prefix
 
 

@@ -10,16 +10,19 @@ import redis
 
 
 @contextmanager
-def own_prefix(redis_url: str) -> Iterator[str]:
-    """A fresh key prefix; every key under it is deleted on exit."""
+def own_prefix(redis_url: str, *, cluster: bool = False) -> Iterator[str]:
+    """A fresh key prefix; every key under it is deleted on exit (on every node of a cluster)."""
     prefix = f"qarmtest-{uuid.uuid4().hex[:12]}"
     try:
         yield prefix
     finally:
-        client = redis.Redis.from_url(redis_url)
+        client: redis.Redis | redis.RedisCluster = (
+            redis.RedisCluster.from_url(redis_url) if cluster else redis.Redis.from_url(redis_url)
+        )
         try:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            if keys:
-                client.delete(*keys)
+            pipe = client.pipeline(transaction=False)
+            for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                pipe.execute_command("DEL", key)  # one per DEL: a cluster DEL's keys share a slot
+            pipe.execute()
         finally:
             client.close()

@@ -18,6 +18,7 @@ from backfill.pods import serves, wait_for_pods, writes_to
 from backfill.report import Report, RowFailure
 from runtime import Engine, RawItem
 from store import NewCodes, PodInfo, SqliteStore, Store
+from store.redis_store import Keys
 from tests.backfill.conftest import MakeSettings, backfill, store_env
 
 pytestmark = pytest.mark.anyio
@@ -70,7 +71,7 @@ async def test_activation_checks_coverage_switches_rolls_back_and_retires(
 
     # Posted again (to b as well), but a catalog item lost and another one's codes wrong.
     await store.write(b.version, [upload(b, "posted-1")])
-    client.delete(f"{redis_prefix}:{b.version}:item:item-0000007")
+    client.hdel(Keys(redis_prefix).items(b.version, "item-0000007"), "item-0000007")
     good = catalog_codes(b, 3)
     await store.write(b.version, [NewCodes(good.item_id, good.vq[::-1], good.rq)])
     with pytest.raises(CoverageError) as refused:

@@ -16,6 +16,7 @@ from loadtest.media import MediaPool
 from loadtest.run import check_thresholds, decode_item
 from runtime.decode import decode_wav
 from service.settings import Settings
+from store.redis_store import Keys
 from tests.keys import own_prefix
 from tests.service.conftest import auth, make_bundle, running
 
@@ -65,7 +66,8 @@ async def test_uploads_are_accepted_and_read_back_from_redis(
         client_r = redis.Redis.from_url(redis_url)
         try:
             for codes in body["items"]:
-                value = client_r.get(f"{prefix}:{body['bundle_version']}:item:{codes['id']}")
+                key = Keys(prefix).items(body["bundle_version"], codes["id"])
+                value = client_r.hget(key, codes["id"])
                 assert isinstance(value, bytes)
                 assert decode_item(value) == (codes["rq"], codes["vq"], codes["suffix"])
         finally:

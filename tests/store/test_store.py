@@ -1,10 +1,12 @@
-"""The store contract, run against both stores: embedded SQLite and a real Redis."""
+"""The store contract, run against every store: embedded SQLite, a real Redis and a real
+3-master Redis Cluster (both started by `make test`)."""
 
 from __future__ import annotations
 
 import asyncio
 import struct
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,17 +37,27 @@ CATALOG = CatalogSeed(
     item_ids=np.array(["c0", "c1", "c2", "c3"]),
     rq_codes=np.array([[1, 2, 3], [1, 2, 3], [1, 5, 0], [7, 7, 7]], dtype=np.int32),
     sid_suffix=np.array([0, 1, 0, 0], dtype=np.int32),
+    centroids=8,
+    k=2,
+    dim=4,
 )
+
+
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def open_one(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
     if kind == "sqlite":
         return SqliteStore(tmp_path / "store.sqlite3")
+    cluster = kind == "cluster"
     return RedisStore(
-        request.getfixturevalue("redis_url"),
-        prefix=request.getfixturevalue("redis_prefix"),
+        request.getfixturevalue("redis_cluster_url" if cluster else "redis_url"),
+        prefix=request.getfixturevalue("redis_cluster_prefix" if cluster else "redis_prefix"),
         pool_size=8,
-        timeout_s=1.0,
+        timeout_s=5.0,
+        cluster=cluster,
     )
 
 
@@ -160,7 +172,7 @@ async def test_reverse_lookups_follow_any_sequence_of_writes(
     store: Store, batches: list[list[tuple[str, tuple[int, int, int]]]]
 ) -> None:
     """Whatever is written, in whatever batches: each semantic ID ever answered maps to the
-    item that holds it now (or to nothing), and each prefix set holds exactly the items whose
+    item that holds it now (or to nothing), and each prefix finds exactly the items whose
     tuple starts with it; catalog items never written keep their seeded entries."""
     version = f"p{next(EXAMPLES)}"
     await store.activate(version, CATALOG, seed_lookups=True)
@@ -179,8 +191,20 @@ async def test_reverse_lookups_follow_any_sequence_of_writes(
     assert await store.get_many(version, written) == [holds[i] for i in written]
     for rq in {r.rq for r in holds.values()} | {rq for _, rq in (x for b in batches for x in b)}:
         for level in range(1, len(rq) + 1):
-            members = sorted(i for i, r in holds.items() if r.rq[:level] == rq[:level])
+            found = sorted((r.sid, i) for i, r in holds.items() if r.rq[:level] == rq[:level])
+            members = [i for _, i in found]  # in the text order of their semantic IDs
             assert await store.items_for_prefix(version, rq[:level], 100) == members
+
+
+async def test_a_batch_of_a_thousand_ids_spread_over_every_slot(store: Store) -> None:
+    """On a cluster the ids' records live on every master: one read still answers them all,
+    in order, with the missing ones as None."""
+    ids = [f"many-{n}" for n in range(1000)]
+    await store.write("v1", [new(i, (n % 8, n % 5, n % 3)) for n, i in enumerate(ids)])
+    asked = [*ids[::-1], "never-written"]
+    got = await store.get_many("v1", asked)
+    assert [g.item_id if g is not None else None for g in got] == [*ids[::-1], None]
+    assert len(await store.items_for_prefix("v1", [3], 1000)) == 125
 
 
 async def test_activation_seeds_once(store: Store) -> None:
@@ -206,35 +230,96 @@ async def test_concurrent_writers_never_share_a_suffix(
     assert suffixes == list(range(2, 34))  # the catalog holds 0 and 1
 
 
+@pytest.mark.parametrize("store_kind", ["redis", "cluster"])
 async def test_redis_layout_is_as_documented(
-    redis_url: str, request: pytest.FixtureRequest
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Read Redis the way docs/store.md tells a ranking server to, without this code."""
-    prefix = request.getfixturevalue("redis_prefix")
-    s = RedisStore(redis_url, prefix=prefix, pool_size=2, timeout_s=1.0)
+    """Read Redis the way docs/store.md tells a ranking server to, without this code: the
+    active version, its parameters, an item's record (whose id holds a ':'), a semantic ID's
+    item, a prefix's items, a counter, and the row -> id map that turns VQ codes into ids."""
+    s = open_one(store_kind, tmp_path, request)
+    assert isinstance(s, RedisStore)
+    prefix = s.keys.prefix
     try:
         await s.activate("v9", CATALOG, seed_lookups=True)
-        await s.write("v9", [new("item:1", (1, 2, 3), (40000, 7))])
+        await s.write("v9", [new("item:1", (1, 2, 3), (3, 0))])
     finally:
         await s.close()
-    r = redis.Redis.from_url(redis_url)
+    url = request.getfixturevalue("redis_cluster_url" if s.cluster else "redis_url")
+    r: Any = redis.RedisCluster.from_url(url) if s.cluster else redis.Redis.from_url(url)
     try:
-        active = r.get(f"{prefix}:active")
-        assert isinstance(active, bytes)
-        version = active.decode()
+        version = r.get(f"{prefix}:active").decode()
         assert version == "v9"
-        value = r.get(f"{prefix}:{version}:item:item:1")
-        assert isinstance(value, bytes)
+        params = {k.decode(): int(v) for k, v in r.hgetall(f"{prefix}:{version}:params").items()}
+        assert params == {
+            "layout": 2, "levels": 3, "centroids": 8, "k": 2, "dim": 4, "rows": 4,
+            "rows_per_key": 1000, "item_buckets": 65536, "index_levels": 2,
+        }  # fmt: skip
+        bucket = zlib.crc32(b"item:1") % params["item_buckets"]
+        value = r.hget(f"{prefix}:{version}:i:{bucket}", "item:1")
         fmt, n_rq, n_vq, suffix = struct.unpack_from("<BBHI", value, 0)
         assert (fmt, n_rq, n_vq, suffix) == (1, 3, 2, 2)
         assert struct.unpack_from("<3H", value, 8) == (1, 2, 3)
-        assert struct.unpack_from("<2I", value, 8 + 2 * 3) == (40000, 7)
-        assert r.get(f"{prefix}:{version}:sid:1-2-3-2") == b"item:1"
-        assert r.get(f"{prefix}:{version}:ctr:1-2-3") == b"3"
-        assert r.zrange(f"{prefix}:{version}:rqp:1-2", 0, -1) == [b"c0", b"c1", b"item:1"]
-        assert r.exists(f"{prefix}:{version}:seeded")
+        vq = struct.unpack_from("<2I", value, 8 + 2 * 3)
+        per_key = params["rows_per_key"]
+        rows = {c: r.get(f"{prefix}:{version}:r:{c}").decode().split("\n") for c in {0}}
+        assert [rows[v // per_key][v % per_key] for v in vq] == ["c3", "c0"]
+        sid = "1-2-3-2"
+        entries = r.zrangebylex(f"{prefix}:{version}:x:1-2", f"[{sid} ", f"({sid}!")
+        assert entries == [b"1-2-3-2 item:1"]
+        by_prefix = r.zrangebylex(f"{prefix}:{version}:x:1-2", "[1-2-", "(1-2.")
+        assert [e.decode().split(" ", 1)[1] for e in by_prefix] == ["c0", "c1", "item:1"]
+        assert r.hget(f"{prefix}:{version}:c:1-2", "1-2-3") == b"3"
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("store_kind", ["cluster"])
+async def test_a_cluster_write_cut_between_slots_leaves_nothing_a_reader_would_believe(
+    store: Store, monkeypatch: pytest.MonkeyPatch, store_kind: str
+) -> None:
+    """A cluster write spans slots, so it runs in phases (new reverse entries, records, old
+    entries). Cut after each phase, the entries left behind are real keys in Redis, yet no
+    lookup answers one that the item's record contradicts."""
+    assert isinstance(store, RedisStore)
+    assert store_kind == "cluster"
+    (first,) = await store.write("v1", [new("m", (1, 5, 9))])
+    in_order = store._in_order
+
+    async def cut_after(done: int, what: str, steps: Any) -> None:
+        await in_order(what, steps[:done])
+        raise StoreError("redis write: ConnectionError: the node went away")
+
+    async def entries(bucket: str) -> list[bytes]:
+        found: Any = await store._redis.zrange(store.keys.index("v1", bucket), 0, -1)
+        return list(found)
+
+    # Cut after the new entry: the record still holds the old codes.
+    monkeypatch.setattr(store, "_in_order", lambda w, s: cut_after(1, w, s))
+    with pytest.raises(StoreError):
+        await store.write("v1", [new("m", (7, 1, 1))])
+    assert await entries("7-1") == [b"7-1-1-0 m"]
+    assert await store.get_many("v1", ["m"]) == [first]
+    assert await store.item_for_sid("v1", "7-1-1-0") is None
+    assert await store.items_for_prefix("v1", [7, 1], 10) == []
+    assert await store.item_for_sid("v1", first.sid) == "m"
+
+    # Cut after the record: the old entry is still in Redis, the record has moved on.
+    monkeypatch.setattr(store, "_in_order", lambda w, s: cut_after(2, w, s))
+    with pytest.raises(StoreError):
+        await store.write("v1", [new("m", (7, 1, 1))])
+    (moved,) = await store.get_many("v1", ["m"])
+    assert moved is not None
+    assert moved.sid == "7-1-1-1"
+    assert b"1-5-9-0 m" in await entries("1-5")
+    assert await store.item_for_sid("v1", first.sid) is None
+    assert await store.items_for_prefix("v1", [1, 5], 10) == ["c2"]
+    assert await store.item_for_sid("v1", "7-1-1-1") == "m"
+    assert await store.items_for_prefix("v1", [7], 10) == ["m", "c3"]
+
+    # Whole again: writes that are not cut answer and keep the suffix.
+    monkeypatch.setattr(store, "_in_order", in_order)
+    assert await store.write("v1", [new("m", (7, 1, 1))]) == [moved]
 
 
 @pytest.mark.parametrize("store_kind", ["redis"])

@@ -14,7 +14,7 @@ DEMO_ITEMS ?= 50000
 # $(call latest,DIR): the newest bundle folder under DIR (versions sort by their build time)
 latest = $$(ls -d $(1)/*/ | sort | tail -n 1)
 
-.PHONY: help install install-backfill install-train redis redis-cluster test lint format demo demo-codebooks bench bench-codebooks bench-vq bench-backfill bench-catalog clean
+.PHONY: help install install-backfill install-train redis redis-cluster test lint format demo demo-codebooks bench bench-codebooks bench-store bench-vq bench-backfill bench-catalog clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -133,6 +133,9 @@ bench-backfill: redis $(VENV)/.installed-train ## the backfill on Ray Data vs a 
 
 bench-codebooks: $(VENV)/.installed ## codebook build time, encode throughput and recall at 100k and 1M items
 	$(PY) -m bench.codebooks
+
+bench-store: $(VENV)/.installed ## Redis memory per item at 1M items by key kind, default vs recommended Redis settings (starts its own redis-server)
+	$(PY) -m bench.store --items 1000000
 
 bench-vq: $(VENV)/.installed-train ## VQ indexes at 1M items (flat, IVF, HNSW, IVF-PQ, auto): recall on new queries, queries/s, bytes/item
 	$(PY) -m bench.vq

@@ -22,7 +22,7 @@ import time
 
 from runtime import Engine
 from service.state import AppState, load_engine, publish
-from store import Lifecycle, PodInfo, StoreError, Watch
+from store import CatalogSeed, Lifecycle, PodInfo, StoreError, Watch
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,28 @@ class Follower:
         """One round: match the store's lifecycle, then heartbeat."""
         state = self.state
         lifecycle = await state.store.lifecycle()
+        if lifecycle.active is None:
+            lifecycle = await self._restore()
         async with state.switch_lock:
             await self._match(lifecycle)
         pod = PodInfo(
             state.settings.pod_name, state.engine.version, tuple(state.written), time.time()
         )
         await state.store.heartbeat(pod, ttl_s=max(15.0, 3 * state.settings.follow_poll_s))
+
+    async def _restore(self) -> Lifecycle:
+        """The store has no active version while this process serves one: Redis lost its data
+        (a restart without persistence, a flush). Seed the version again and point readers
+        back at it, so direct readers need not wait for the next upload."""
+        engine = self.state.engine
+        log.warning("follower: the store has no active version; restoring %s", engine.version)
+        await self.state.store.activate(
+            engine.version,
+            CatalogSeed.of(engine.bundle),
+            seed_lookups=self.state.settings.seed_catalog,
+            bundle=str(engine.bundle.path),
+        )
+        return await self.state.store.lifecycle()
 
     async def _match(self, lifecycle: Lifecycle) -> None:
         state = self.state
@@ -119,6 +135,7 @@ class Follower:
             log.error("follower: %s holds version %s, not %s", path, engine.version, version)
             return None
         self._failed.pop(version, None)
+        self.state.store.attach(version, CatalogSeed.of(engine.bundle))
         log.info("follower: loaded version %s from %s", version, path)
         return engine
 

@@ -75,7 +75,9 @@ async def first_engine(settings: Settings, metrics: Metrics, store: Store) -> En
             info = lifecycle.versions.get(lifecycle.active)
             path = settings.version_path(lifecycle.active, info.bundle if info else "")
             log.info("the store's active version is %s: serving %s", lifecycle.active, path)
-            return await load_engine(settings, path)
+            engine = await load_engine(settings, path)
+            store.attach(engine.version, CatalogSeed.of(engine.bundle))
+            return engine
     return await prepare_engine(settings, metrics, store, settings.bundle)
 
 

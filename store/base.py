@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from codebooks.bundle import Bundle
+from codebooks.metrics import tuple_keys
 from codebooks.sid import codes_key, format_sid
 
 FORMAT = 1  # first byte of every value; bumped if the layout ever changes
@@ -370,6 +371,26 @@ def seed_counters(catalog: CatalogSeed) -> dict[str, int]:
     return {codes_key(t): int(m) + 1 for t, m in zip(tuples.tolist(), top.tolist(), strict=True)}
 
 
+class CatalogFloors:
+    """Per catalog RQ tuple, its next free suffix (its largest catalog suffix + 1; 0 for a
+    tuple the catalog does not hold): where a store starts a tuple's counter the first time a
+    new item needs a suffix of it, so new items never take a catalog item's."""
+
+    def __init__(self, catalog: CatalogSeed) -> None:
+        keys = tuple_keys(catalog.rq_codes.astype(np.int32))
+        self._keys, inverse = np.unique(keys, return_inverse=True)
+        top = np.full(len(self._keys), -1, dtype=np.int64)
+        np.maximum.at(top, inverse.reshape(-1), catalog.sid_suffix.astype(np.int64))
+        self._next = top + 1
+
+    def of(self, rq: Sequence[int]) -> int:
+        if len(self._keys) == 0:
+            return 0
+        key = tuple_keys(np.asarray([rq], dtype=np.int32))[0]
+        at = int(np.searchsorted(self._keys, key))
+        return int(self._next[at]) if at < len(self._keys) and self._keys[at] == key else 0
+
+
 def seed_counter_ops(catalog: CatalogSeed) -> list[SeedCounter]:
     """Seeding a version's suffix counters: one per distinct catalog tuple."""
     return [SeedCounter(t, n) for t, n in seed_counters(catalog).items()]
@@ -445,6 +466,12 @@ class Store(ABC):
         info = check_retirable(await self.lifecycle(), version)
         await self._set_state(version, "retired", info.bundle if info is not None else "")
         return await self._delete_version(version, batch=batch, max_keys_per_s=max_keys_per_s)
+
+    @abstractmethod
+    def attach(self, version: str, catalog: CatalogSeed, *, seed_lookups: bool = False) -> None:
+        """Tell the store the catalog of a version this process writes (a loaded bundle): a
+        store that starts suffix counters at their first use, or seeds a version again after
+        losing its data, needs it (Redis). Staging and activation attach it too."""
 
     @abstractmethod
     async def _seed_once(self, version: str, catalog: CatalogSeed, seed_lookups: bool) -> None:

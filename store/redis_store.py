@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from codebooks.sid import codes_key
 from store.base import (
+    CatalogFloors,
     CatalogSeed,
     DropSid,
     Lifecycle,
@@ -53,7 +54,6 @@ from store.base import (
     distinct_ids,
     phases,
     prefix_range,
-    seed_counter_ops,
     seed_lookup_ops,
 )
 
@@ -64,9 +64,9 @@ ITEM_BUCKETS = 1 << 16  # hashes holding the item records of a version, by CRC-3
 INDEX_LEVELS = 2  # RQ codes naming a reverse-entry set and a counter hash
 ROWS_PER_KEY = 1000  # catalog ids per key of the row -> id map
 
-# Catalogs kept in memory to re-seed a Redis that lost its data: the active version's and
-# the previous one's (requests in flight during a reload finish on it).
-KEPT_CATALOGS = 2
+# Catalogs kept in memory (start counters, seed a Redis that lost its data): a process writes
+# the active version, the staged ones and the previous active one.
+KEPT_CATALOGS = 4
 
 SEED_CHUNK = 10_000  # commands per pipeline while seeding a version
 BUCKETS_PER_ROUND = 32  # reverse-entry sets read per round trip by a short prefix lookup
@@ -178,6 +178,7 @@ class RedisStore(Store):
         self.keys = Keys(prefix)
         # The catalog of each version this store activated, to seed it again if Redis loses it.
         self._catalogs: dict[str, tuple[CatalogSeed, bool]] = {}
+        self._floors: dict[str, CatalogFloors] = {}
         self._params: dict[str, dict[str, int]] = {}  # versions' parameters, once read
 
     async def _call(self, what: str, op: Any) -> Any:
@@ -228,11 +229,17 @@ class RedisStore(Store):
         value = await self._call("GET active", self._redis.get(self.keys.active()))
         return value.decode() if value is not None else None
 
-    async def _seed_once(self, version: str, catalog: CatalogSeed, seed_lookups: bool) -> None:
-        self._catalogs.pop(version, None)
+    def attach(self, version: str, catalog: CatalogSeed, *, seed_lookups: bool = False) -> None:
+        kept = self._catalogs.pop(version, None)
+        if kept is None or kept[0] is not catalog:
+            self._floors.pop(version, None)
         self._catalogs[version] = (catalog, seed_lookups)
-        for old in list(self._catalogs)[:-KEPT_CATALOGS]:  # the newest two
+        for old in list(self._catalogs)[:-KEPT_CATALOGS]:  # the newest ones
             del self._catalogs[old]
+            self._floors.pop(old, None)
+
+    async def _seed_once(self, version: str, catalog: CatalogSeed, seed_lookups: bool) -> None:
+        self.attach(version, catalog, seed_lookups=seed_lookups)
         if not await self._call("EXISTS params", self._redis.exists(self.keys.params(version))):
             await self._seed(version)
 
@@ -263,6 +270,7 @@ class RedisStore(Store):
 
     async def _delete_version(self, version: str, *, batch: int, max_keys_per_s: float) -> int:
         self._catalogs.pop(version, None)
+        self._floors.pop(version, None)
         self._params.pop(version, None)
         deleted = 0
         keys: list[bytes] = []
@@ -383,16 +391,15 @@ class RedisStore(Store):
         log.info("store: seeded version %s (%d commands)", version, sum(map(len, pipes)))
 
     def _seed_pipelines(self, version: str, catalog: CatalogSeed, seed_lookups: bool) -> list[Any]:
-        """The row -> id map, the seed operations (`seed_counter_ops`, then with `seed_lookups`
-        the catalog's `seed_lookup_ops`) queued `SEED_CHUNK` per pipeline, not executed."""
+        """The row -> id map and, with `seed_lookups`, the catalog's semantic IDs
+        (`seed_lookup_ops`), queued `SEED_CHUNK` commands per pipeline, not executed. Counters
+        are not seeded: each starts at its first use (`CatalogFloors`)."""
         ids = catalog.item_ids.tolist()
         pipe = self._redis.pipeline(transaction=False)
         for chunk, start in enumerate(range(0, len(ids), ROWS_PER_KEY)):
             pipe.set(self.keys.rows(version, chunk), "\n".join(ids[start : start + ROWS_PER_KEY]))
         pipes = [pipe]
-        ops: list[SeedOp] = [*seed_counter_ops(catalog)]
-        if seed_lookups:
-            ops.extend(seed_lookup_ops(catalog))
+        ops: list[SeedOp] = seed_lookup_ops(catalog) if seed_lookups else []
         for start in range(0, len(ops), SEED_CHUNK):
             pipe = self._redis.pipeline(transaction=False)
             for op in ops[start : start + SEED_CHUNK]:
@@ -408,24 +415,39 @@ class RedisStore(Store):
             "HGET items", [(k.items(version, i), i) for i in ids] + [(k.params(version), "layout")]
         )
         if seeded is None and version in self._catalogs:
-            # Redis lost its data (a restart without persistence, a flush): seed the counters
-            # again before allocating, or new suffixes would repeat the catalog's.
+            # Redis lost its data (a restart without persistence, a flush): seed the version's
+            # parameters, row map and catalog lookups again.
             log.warning("store: version %s is not seeded in Redis any more; seeding again", version)
             await self._seed(version)
             await self._call("SET NX active", self._redis.set(k.active(), version, nx=True))
         plan = WritePlan.of(items, {i: _decoded(i, v) for i, v in zip(ids, raw, strict=True)})
         allocated: list[int] = []
         if plan.allocs:
+            floors = self._floors_of(version)
             pipe = self._redis.pipeline(transaction=False)
             for rq in plan.allocs:
                 tuple_key = codes_key(rq)
+                # A counter starts at the catalog's next free suffix, at its first use: every
+                # writer of the version sets the same start, and HSETNX never lowers it.
+                pipe.hsetnx(k.counters(version, tuple_key), tuple_key, floors.of(rq))
                 pipe.hincrby(k.counters(version, tuple_key), tuple_key, 1)
-            allocated = [int(n) - 1 for n in await self._call("HINCRBY", pipe.execute())]
+            answers = await self._call("HINCRBY", pipe.execute())
+            allocated = [int(n) - 1 for n in answers[1::2]]
         records, ops = plan.finish(allocated)
         await self._in_order(
             "write", [[_command(k, version, op) for op in phase] for phase in phases(ops)]
         )
         return records
+
+    def _floors_of(self, version: str) -> CatalogFloors:
+        if version not in self._floors:
+            if version not in self._catalogs:
+                raise StoreError(
+                    f"redis write of version {version}: its catalog is not attached in this "
+                    "process (load the bundle first), so new suffixes could repeat the catalog's"
+                )
+            self._floors[version] = CatalogFloors(self._catalogs[version][0])
+        return self._floors[version]
 
     async def get_many(self, version: str, ids: Sequence[str]) -> list[StoredCodes | None]:
         raw = await self._hget("HGET items", [(self.keys.items(version, i), i) for i in ids])

@@ -102,6 +102,11 @@ class SqliteStore(Store):
 
         return await self._run("active version", get)
 
+    def attach(self, version: str, catalog: CatalogSeed, *, seed_lookups: bool = False) -> None:
+        """Nothing to keep: SQLite seeds a version's counters when it is staged or activated,
+        and never loses them apart from its file."""
+        del version, catalog, seed_lookups
+
     async def _seed_once(self, version: str, catalog: CatalogSeed, seed_lookups: bool) -> None:
         """Seed the version's counters, then its lookups chunk by chunk (each chunk its own
         transaction, idempotent), then mark it seeded. A seed cut short is redone next time:

@@ -15,8 +15,9 @@ from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut, error_respo
 
 router = APIRouter(prefix="/v1", tags=["codes"])
 
-# fullmatch, not `^...$`: `$` also matches before a final newline ("1-2\n").
-PREFIX = re.compile(r"[0-9]{1,5}(?:-[0-9]{1,5})*")
+# fullmatch, not `^...$`: `$` also matches before a final newline ("1-2\n"). Codes are written
+# as the store's keys write them, without leading zeros (docs/store.md).
+PREFIX = re.compile(r"(?:0|[1-9][0-9]{0,4})(?:-(?:0|[1-9][0-9]{0,4}))*")
 IDS = JsonBody(BatchGetIn, limit=lambda settings: settings.max_batch_get)
 
 
@@ -61,7 +62,10 @@ async def items_by_prefix(
 def parse_prefix(text: str, levels: int, centroids: int) -> list[int]:
     """`12-0-255` -> [12, 0, 255]; 400 unless 1..L integers each in 0..Nc-1."""
     if not PREFIX.fullmatch(text):
-        raise BadRequestError(f"prefix {text!r}: expected 1..{levels} codes joined by '-'")
+        raise BadRequestError(
+            f"prefix {text!r}: expected 1..{levels} codes joined by '-', in decimal without "
+            "leading zeros (as the store writes them)"
+        )
     codes = [int(c) for c in text.split("-")]
     if len(codes) > levels:
         raise BadRequestError(

@@ -96,6 +96,10 @@ def make_settings(
         if store_kind == "redis":
             fields["redis_url"] = request.getfixturevalue("redis_url")
             fields["redis_prefix"] = request.getfixturevalue("redis_prefix")
+        if store_kind == "cluster":
+            fields["redis_url"] = request.getfixturevalue("redis_cluster_url")
+            fields["redis_prefix"] = request.getfixturevalue("redis_cluster_prefix")
+            fields["redis_cluster"] = True
         fields.update(overrides)
         return Settings(**fields)
 

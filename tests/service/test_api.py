@@ -158,6 +158,12 @@ async def test_reverse_lookups(make_settings: Any, bundles: Any) -> None:
             assert r.status_code == 400, (bad, r.text)
         for bad in ("1-2-3", "1-2-3-4-5", "a-b-c-d"):
             assert (await client.get(f"/v1/sids/{bad}")).status_code == 400
+        # a leading zero names no key in the store: refused, naming the form the store writes
+        zero = f"0{rq[0]}"
+        r = await client.get(f"/v1/codes/rq/{zero}/items")
+        assert r.status_code == 400
+        assert "without leading zeros" in r.json()["error"]["message"]
+        assert (await client.get(f"/v1/sids/0{sid}")).status_code == 400
         over = await client.get("/v1/codes/rq/1/items", params={"limit": 100_000})
         assert over.status_code == 400
 

@@ -219,6 +219,8 @@ async def test_concurrent_writers_never_share_a_suffix(
 ) -> None:
     """32 writers over 4 store clients (4 connections / pools), all on one tuple."""
     clients = [open_one(store_kind, tmp_path, request) for _ in range(4)]
+    for c in clients:  # each as a process that loaded the bundle
+        c.attach("v1", CATALOG)
     try:
         out = await asyncio.gather(
             *(clients[i % 4].write("v1", [new(f"p{i}", (1, 2, 3))]) for i in range(32))
@@ -361,9 +363,9 @@ async def test_redis_keeps_only_the_active_and_the_previous_catalog(
     """Catalogs are kept to re-seed a Redis that lost its data; reloads must not pile them up."""
     store = RedisStore(redis_url, prefix=redis_prefix, pool_size=4, timeout_s=5.0)
     try:
-        for version in ("v1", "v2", "v3"):
+        for version in ("v1", "v2", "v3", "v4", "v5"):
             await store.activate(version, CATALOG, seed_lookups=False)
-        assert list(store._catalogs) == ["v2", "v3"]
+        assert list(store._catalogs) == ["v2", "v3", "v4", "v5"]
     finally:
         await store.close()
 

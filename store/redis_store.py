@@ -376,8 +376,29 @@ class RedisStore(Store):
             self._params[version] = {k.decode(): int(v) for k, v in raw.items()}
         return self._params[version]
 
+    async def _check_config(self, catalog: CatalogSeed) -> None:
+        """Warn when Redis keeps item hashes in their larger encoding: an item value is
+        8 + 2L + 4K bytes, and Redis keeps a hash compact only while each value is at most
+        `hash-max-listpack-value` (docs/store.md, "Memory"). Managed Redis may refuse CONFIG:
+        then nothing is said."""
+        value = 8 + 2 * catalog.levels + 4 * catalog.k
+        try:
+            got: dict[Any, Any] = await self._redis.config_get("hash-max-listpack-value")
+        except (TimeoutError, RedisError, OSError) as err:
+            log.debug("store: CONFIG GET refused (%s); Redis settings not checked", err)
+            return
+        limit = int(next(iter(got.values()), 0))
+        if limit < value:
+            log.warning(
+                "store: Redis hash-max-listpack-value is %d, below an item value's %d bytes: "
+                "item records take about 40 more bytes each (docs/store.md, Memory)",
+                limit,
+                value,
+            )
+
     async def _seed(self, version: str) -> None:
         catalog, seed_lookups = self._catalogs[version]
+        await self._check_config(catalog)
         # Planning and queueing are CPU work (queueing only appends to a pipeline): a thread.
         pipes = await asyncio.to_thread(self._seed_pipelines, version, catalog, seed_lookups)
         for pipe in pipes:
@@ -449,9 +470,8 @@ class RedisStore(Store):
             self._floors[version] = CatalogFloors(self._catalogs[version][0])
         return self._floors[version]
 
-    async def get_many(self, version: str, ids: Sequence[str]) -> list[StoredCodes | None]:
-        raw = await self._hget("HGET items", [(self.keys.items(version, i), i) for i in ids])
-        return [_decoded(i, v) for i, v in zip(ids, raw, strict=True)]
+    async def get_values(self, version: str, ids: Sequence[str]) -> list[bytes | None]:
+        return await self._hget("HGET items", [(self.keys.items(version, i), i) for i in ids])
 
     async def item_for_sid(self, version: str, sid: str) -> str | None:
         key = self.keys.index(version, sid_bucket(sid))

@@ -242,10 +242,10 @@ class SqliteStore(Store):
 
         return await self._run("write", write)
 
-    async def get_many(self, version: str, ids: Sequence[str]) -> list[StoredCodes | None]:
-        def get(c: sqlite3.Connection) -> list[StoredCodes | None]:
+    async def get_values(self, version: str, ids: Sequence[str]) -> list[bytes | None]:
+        def get(c: sqlite3.Connection) -> list[bytes | None]:
             found = _values(c, version, list(dict.fromkeys(ids)))
-            return [decode_value(i, found[i]) if i in found else None for i in ids]
+            return [found.get(i) for i in ids]
 
         return await self._run("get", get)
 

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from service.deps import EngineDep, JsonBody, ReadAuth, StateDep
 from service.errors import BadRequestError
-from service.reads import guarded, read_codes
-from service.routes.items import codes_out, json_response
+from service.reads import batch_answer, guarded
 from service.schemas import BatchGetIn, BatchGetOut, PrefixItemsOut, error_responses
 
 router = APIRouter(prefix="/v1", tags=["codes"])
@@ -32,9 +31,8 @@ async def batch_get(
     body: Annotated[BatchGetIn, Depends(IDS)], state: StateDep, engine: EngineDep
 ) -> Response:
     """Codes of up to max_batch_get ids, in request order; null for an unknown id."""
-    records = await read_codes(state, engine.version, body.ids)
-    items = [codes_out(r, engine.version) if r is not None else None for r in records]
-    return json_response({"bundle_version": engine.version, "items": items})
+    answer = await batch_answer(state, engine.version, body.ids)
+    return Response(answer, media_type="application/json")
 
 
 @router.get(

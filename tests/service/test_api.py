@@ -72,6 +72,7 @@ async def test_post_get_and_batch_get(make_settings: Any) -> None:
         answer = many.json()
         assert answer["bundle_version"] == version
         assert answer["items"] == [body["items"][3], None, body["items"][0], body["items"][3]]
+        assert list(answer["items"][0]) == list(Codes.model_fields)  # written from the bytes
 
 
 async def test_embedding_codes_match_the_quantizer(make_settings: Any, bundles: Any) -> None:

@@ -29,7 +29,7 @@ from store import (
     StoredCodes,
     StoreError,
 )
-from store.base import decode_value
+from store.base import decode_value, decode_values, encode_value
 
 pytestmark = pytest.mark.anyio
 
@@ -339,6 +339,38 @@ async def test_redis_that_lost_its_data_is_seeded_again(
     assert out[0].suffix == 2  # after the catalog's 0 and 1, not 0 again
     assert await store.item_for_sid("v1", "1-2-3-1") == "c1"
     assert await store.active_version() == "v1"
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    codes=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 2**32 - 1), min_size=3, max_size=3),
+            st.lists(st.integers(0, 2**16 - 1), min_size=2, max_size=2),
+            st.integers(0, 2**32 - 1),
+        ),
+        max_size=20,
+    )
+)
+def test_decoding_many_values_at_once_is_decoding_each(
+    codes: list[tuple[list[int], list[int], int]],
+) -> None:
+    ids = [f"i{n}" for n in range(len(codes))]
+    values = [
+        encode_value(StoredCodes(i, tuple(vq), tuple(rq), s))
+        for i, (vq, rq, s) in zip(ids, codes, strict=True)
+    ]
+    many = decode_values(ids, values)
+    one = [decode_value(i, v) for i, v in zip(ids, values, strict=True)]
+    assert many.suffix == [c.suffix for c in one]
+    assert many.rq == [list(c.rq) for c in one]
+    assert many.vq == [list(c.vq) for c in one]
+
+
+def test_decoding_many_values_names_the_item_of_a_bad_one() -> None:
+    good = encode_value(StoredCodes("a", (1, 2), (3,), 0))
+    with pytest.raises(StoreError, match="value of item 'b': format 2"):
+        decode_values(["a", "b"], [good, b"\x02" + good[1:]])
 
 
 def test_a_value_too_short_to_hold_a_header_is_a_store_error() -> None:

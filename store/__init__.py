@@ -49,5 +49,6 @@ def open_store(settings: StoreSettings) -> Store:
             pool_size=settings.redis_pool_size,
             timeout_s=settings.redis_timeout_s,
             cluster=settings.redis_cluster,
+            tls=settings.redis_tls(),
         )
     return SqliteStore(settings.sqlite_path)

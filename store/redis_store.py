@@ -148,10 +148,20 @@ class RedisStore(Store):
     kind = "redis"
 
     def __init__(
-        self, url: str, *, prefix: str, pool_size: int, timeout_s: float, cluster: bool = False
+        self,
+        url: str,
+        *,
+        prefix: str,
+        pool_size: int,
+        timeout_s: float,
+        cluster: bool = False,
+        tls: dict[str, str] | None = None,
     ) -> None:
+        """`url`: redis:// or rediss:// (TLS), with a user and password where Redis has ACLs;
+        `tls`: redis-py's `ssl_*` arguments (CA file, client certificate and key)."""
         # One try, no retry loop: a dead Redis must fail fast into a 503 with Retry-After.
         self.cluster = cluster
+        tls = tls or {}
         self._redis: Client
         if cluster:
             self._pool = None
@@ -161,6 +171,7 @@ class RedisStore(Store):
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 0),
+                **tls,
             )
         else:
             # Blocking: past pool_size commands in flight, a command waits for a connection
@@ -172,6 +183,7 @@ class RedisStore(Store):
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 0),
+                **tls,
             )
             self._redis = Redis(connection_pool=self._pool)
             self._hget_each = self._redis.register_script(_HGET_EACH)

@@ -75,7 +75,8 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
          "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "yes",
          "--save", "", "--appendonly", "no", "--dir", str(d),
          "--user", "default", "off",
-         "--user", "qarm", "on", f">{PASSWORD}", f"~{PREFIX}:*", f"&{PREFIX}:*", "+@all"],
+         "--user", "qarm", "on", f">{PASSWORD}", f"~{PREFIX}:*", f"&{PREFIX}:*",
+         "+@all", "-@dangerous"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:

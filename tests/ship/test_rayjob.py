@@ -297,3 +297,30 @@ def test_helm_lint_is_clean_with_the_backfill() -> None:
     errors = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors
     assert not errors, errors
     assert not report["errors"]
+
+
+def test_redis_tls_files_reach_the_service_and_every_ray_pod() -> None:
+    """A rediss:// Redis with client certificates: the Secret's files are mounted read-only in
+    the service's pod and in the Ray head and workers, and the settings point at them."""
+    values = backfill()
+    values["redis"] = {
+        "existingSecret": "qarm-redis",
+        "key": "url",
+        "tls": {"existingSecret": "redis-client-tls", "clientCertificate": True},
+    }
+    manifests = render(values)
+    service_pod = one(manifests, "Deployment")["spec"]["template"]
+    templates = pod_templates(one(manifests, "RayJob"))
+    for template in (service_pod, templates["head"], templates["worker"]):
+        spec = template["spec"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["redis-tls"]["secret"]["secretName"] == "redis-client-tls"
+        c = spec["containers"][0]
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["redis-tls"] == {
+            "name": "redis-tls", "mountPath": "/etc/qarm/redis-tls", "readOnly": True,
+        }  # fmt: skip
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["QARM_REDIS_CA_FILE"] == "/etc/qarm/redis-tls/ca.crt"
+        assert env["QARM_REDIS_CERT_FILE"] == "/etc/qarm/redis-tls/tls.crt"
+        assert env["QARM_REDIS_KEY_FILE"] == "/etc/qarm/redis-tls/tls.key"

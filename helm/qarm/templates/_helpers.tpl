@@ -51,6 +51,34 @@ fills it (bundle.source: initContainer). Each renders nothing where the source n
     secretKeyRef:
       name: {{ .Values.redis.existingSecret | quote }}
       key: {{ .Values.redis.key | quote }}
+{{- if .Values.redis.tls.existingSecret }}
+- name: QARM_REDIS_CA_FILE
+  value: /etc/qarm/redis-tls/ca.crt
+{{- if .Values.redis.tls.clientCertificate }}
+- name: QARM_REDIS_CERT_FILE
+  value: /etc/qarm/redis-tls/tls.crt
+- name: QARM_REDIS_KEY_FILE
+  value: /etc/qarm/redis-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- /* The Redis TLS files (redis.tls.existingSecret), read-only, for every pod that opens the store. */}}
+{{- define "qarm.redisTlsVolume" -}}
+{{- if .Values.redis.tls.existingSecret }}
+- name: redis-tls
+  secret:
+    secretName: {{ .Values.redis.tls.existingSecret | quote }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{- define "qarm.redisTlsVolumeMount" -}}
+{{- if .Values.redis.tls.existingSecret }}
+- name: redis-tls
+  mountPath: /etc/qarm/redis-tls
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "qarm.bundleVolume" -}}
@@ -224,11 +252,17 @@ spec:
         {{- with include "qarm.bundleVolumeMount" $root }}
         {{- . | nindent 8 }}
         {{- end }}
+        {{- with include "qarm.redisTlsVolumeMount" $root }}
+        {{- . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
         sizeLimit: {{ $bf.tmpSizeLimit }}
     {{- with include "qarm.bundleVolume" $root }}
+    {{- . | nindent 4 }}
+    {{- end }}
+    {{- with include "qarm.redisTlsVolume" $root }}
     {{- . | nindent 4 }}
     {{- end }}
   {{- $nodeSelector := .group.nodeSelector }}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,14 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_rows(name: str, rows: list[dict[str, Any]], machine_info: dict[str, Any]) -> Path:
+    """bench/results/<name>-<UTC time>.json: the machine and the rows (never committed)."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps({"machine": machine_info, "rows": rows}, indent=2))
+    return out

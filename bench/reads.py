@@ -19,7 +19,6 @@ import json
 import subprocess
 import tempfile
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,13 @@ import numpy as np
 import redis
 
 from bench.codebooks import machine
+from bench.machine import save_rows
 from codebooks import load_bundle
 from codebooks.summary import table
 from loadtest.run import TOKEN, demo_bundle, start_service
 from store import CatalogSeed, NewCodes, RedisStore
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 
 
 async def write_items(url: str, prefix: str, version: str, bundle: Path, n: int) -> list[str]:
@@ -112,10 +111,7 @@ def main() -> None:
     rows = run(args)
     headers = ["mode", "rate", "calls_per_s", "ids_per_s", "vs_direct", "p50_ms", "p99_ms"]
     print(table(headers, [[r[h] for h in headers] for r in rows]))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"reads-{stamp}.json"
-    out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    out = save_rows("reads", rows, machine())
     print(f"wrote {out}")
 
 

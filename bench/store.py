@@ -23,8 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +30,7 @@ import redis
 from tqdm import tqdm
 
 from bench.codebooks import machine
+from bench.machine import save_rows
 from codebooks.clustered import clustered_embeddings
 from codebooks.rq import rq_encode
 from codebooks.rq_train import train_residual_kmeans
@@ -40,7 +39,6 @@ from codebooks.summary import table
 from service.launch import free_port
 from store import CatalogSeed, NewCodes, RedisStore
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS, CENTROIDS, K, DIM = 6, 256, 25, 64
 WRITE_BATCH = 1000
 VERSION = "20261130T000000Z-0badcafe"  # a bundle version's length, as in production
@@ -164,10 +162,7 @@ def main() -> None:
     rows = run(args)
     headers = [k for k in rows[0] if k != "encodings"]
     print(table(headers, [[r.get(h, "") for h in headers] for r in rows]))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"store-{stamp}.json"
-    out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    out = save_rows("store", rows, machine())
     print(f"wrote {out}")
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -28,12 +30,43 @@ import redis
 
 from bench.codebooks import machine
 from bench.machine import save_rows
-from codebooks import load_bundle
+from codebooks import latest_bundle, load_bundle
+from codebooks.build import BuildConfig, build
+from codebooks.clustered import clustered_embeddings
 from codebooks.summary import table
-from loadtest.run import TOKEN, demo_bundle, start_service
+from service.launch import free_port, wait_ready
 from store import CatalogSeed, NewCodes, RedisStore
 
 HERE = Path(__file__).resolve().parent
+TOKEN = f"bench-{uuid.uuid4().hex}"
+
+
+def reads_bundle(root: Path, n_items: int = 20_000) -> Path:
+    """The newest bundle under `root`, built first if there is none: synthetic embeddings, no
+    encoder (the run writes its items through the store, never through the encoder)."""
+    if root.exists() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+        return latest_bundle(root)
+    catalog = clustered_embeddings(n_items, 64, seed=0)
+    return build(catalog.ids, catalog.embeddings, BuildConfig(gpu="off", seed=0), root)
+
+
+def start_service(bundle: Path, redis_url: str, prefix: str, log: Path) -> tuple[str, Any]:
+    """`python -m service` on a free port with one read token; its log goes to `log`."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "QARM_REDIS_URL": redis_url,
+        "QARM_REDIS_PREFIX": prefix,
+        "QARM_TOKENS": json.dumps([{"name": "bench", "token": TOKEN, "scopes": ["read"]}]),
+        "QARM_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--port", str(port), "--bundle", str(bundle)],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc)
+    return url, proc
 
 
 async def write_items(url: str, prefix: str, version: str, bundle: Path, n: int) -> list[str]:
@@ -69,7 +102,7 @@ def node(*args: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     prefix = f"qarmbench-{uuid.uuid4().hex[:8]}"
-    bundle = demo_bundle(Path(args.bundles), 20_000)
+    bundle = reads_bundle(Path(args.bundles))
     client = redis.Redis.from_url(args.redis_url)
     host = client.connection_pool.connection_kwargs["host"]
     port = str(client.connection_pool.connection_kwargs["port"])

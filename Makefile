@@ -225,28 +225,42 @@ loadtest: redis $(VENV)/.installed-loadtest ## locust vs a local service (LOADTE
 	$(PY) -m loadtest.run --redis-url redis://$(REDIS_HOST):$(REDIS_PORT)/13 --time $(LOADTEST_TIME) --users $(LOADTEST_USERS)
 
 # --- the ranking room: do the codes help a ranking model? ---
-# Each data set gets two evaluation bundles built with the same holdout (each user's latest
-# 20% of events and a seeded 10% of items never trained on): the aligned encoder's, and the
-# pre-trained one's (0 alignment steps). Then every ranking variant runs on both.
+# Each data set gets evaluation bundles built with the same holdout (each user's latest 20% of
+# events and a seeded 10% of items never trained on): the aligned encoder's, a second aligned
+# encoder of another seed (the seed spread), and the pre-trained one's (0 alignment steps).
+# The ranking evaluation chooses the codebook size (L x Nc sweep) on a validation slice of the
+# training period, then runs every variant, with and without side features, and the LR and DCN
+# references on the same samples.
 .PHONY: eval eval-synthetic
 # EVAL_DIR: the evaluation bundles and their alignment reports. EVAL_HOLDOUT: TEST_SHARE
-# COLD_SHARE (catalogs/holdout.py). EVAL_SEEDS: seeds per variant. EVAL_ABLATION_SEEDS: seeds
-# per K and code-width setting (0: no ablations). EVAL_SYNTHETIC_EVENTS: eval-synthetic's log.
+# COLD_SHARE (catalogs/holdout.py). EVAL_SEEDS: ranker seeds per variant. EVAL_ENCODER_SEED: the
+# second aligned encoder's seed. EVAL_ABLATION_SEEDS: seeds per K and code-width setting (0: no
+# ablations). EVAL_WORKERS: processes running the ranker runs. EVAL_SYNTHETIC_EVENTS:
+# eval-synthetic's log.
 EVAL_DIR ?= data/eval
 EVAL_HOLDOUT ?= 0.2 0.1
 EVAL_SEEDS ?= 3
-EVAL_ABLATION_SEEDS ?= 1
+EVAL_ENCODER_SEED ?= 1
+EVAL_ABLATION_SEEDS ?= 0
+EVAL_WORKERS ?= 2
 EVAL_SYNTHETIC_EVENTS ?= 100000
-EVAL_PIPELINE = $(PY) -m models pipeline --holdout $(EVAL_HOLDOUT) --no-int8
+EVAL_PIPELINE = $(PY) -m models pipeline --holdout $(EVAL_HOLDOUT) --no-int8 --quiet
+# The second encoder holds out the same items and events as the first (holdout seed 0).
+EVAL_PIPELINE_SEEDED = $(EVAL_PIPELINE) --seed $(EVAL_ENCODER_SEED) --holdout-seed 0
+EVAL_RANKING = $(PY) -m ranking evaluate --seeds $(EVAL_SEEDS) --ablation-seeds $(EVAL_ABLATION_SEEDS) --workers $(EVAL_WORKERS) --quiet
 
-eval: $(VENV)/.installed-train data ## MovieLens-100k: evaluation bundles, every ranking variant x $(EVAL_SEEDS) seeds, cold start, ablations -> docs/results.md
+eval: $(VENV)/.installed-train data ## MovieLens-100k: evaluation bundles, L x Nc sweep, every variant (+side, references) x $(EVAL_SEEDS) seeds x 2 encoders -> docs/results.md
 	$(EVAL_PIPELINE) --data movielens --data-dir $(MODELS_DATA) --out $(EVAL_DIR)/movielens/aligned --report-dir $(EVAL_DIR)/movielens/runs-aligned
+	$(EVAL_PIPELINE_SEEDED) --data movielens --data-dir $(MODELS_DATA) --out $(EVAL_DIR)/movielens/aligned-seed$(EVAL_ENCODER_SEED) --report-dir $(EVAL_DIR)/movielens/runs-aligned-seed$(EVAL_ENCODER_SEED)
 	$(EVAL_PIPELINE) --data movielens --data-dir $(MODELS_DATA) --steps 0 --out $(EVAL_DIR)/movielens/unaligned --report-dir $(EVAL_DIR)/movielens/runs-unaligned
-	$(PY) -m ranking evaluate --data movielens --data-dir $(MODELS_DATA) --seeds $(EVAL_SEEDS) --ablation-seeds $(EVAL_ABLATION_SEEDS) \
-		--bundle $(call latest,$(EVAL_DIR)/movielens/aligned) --compare $(call latest,$(EVAL_DIR)/movielens/unaligned) --out docs/results.md
+	$(EVAL_RANKING) --data movielens --data-dir $(MODELS_DATA) \
+		--bundle $(call latest,$(EVAL_DIR)/movielens/aligned) --encoders $(call latest,$(EVAL_DIR)/movielens/aligned-seed$(EVAL_ENCODER_SEED)) \
+		--compare $(call latest,$(EVAL_DIR)/movielens/unaligned) --out docs/results.md
 
 eval-synthetic: $(VENV)/.installed-train ## the same on the synthetic catalog ($(EVAL_SYNTHETIC_EVENTS) events) -> docs/results-synthetic.md
 	$(EVAL_PIPELINE) --data synthetic --synthetic-events $(EVAL_SYNTHETIC_EVENTS) --out $(EVAL_DIR)/synthetic/aligned --report-dir $(EVAL_DIR)/synthetic/runs-aligned
+	$(EVAL_PIPELINE_SEEDED) --data synthetic --synthetic-events $(EVAL_SYNTHETIC_EVENTS) --out $(EVAL_DIR)/synthetic/aligned-seed$(EVAL_ENCODER_SEED) --report-dir $(EVAL_DIR)/synthetic/runs-aligned-seed$(EVAL_ENCODER_SEED)
 	$(EVAL_PIPELINE) --data synthetic --synthetic-events $(EVAL_SYNTHETIC_EVENTS) --steps 0 --out $(EVAL_DIR)/synthetic/unaligned --report-dir $(EVAL_DIR)/synthetic/runs-unaligned
-	$(PY) -m ranking evaluate --data synthetic --seeds $(EVAL_SEEDS) --ablation-seeds $(EVAL_ABLATION_SEEDS) \
-		--bundle $(call latest,$(EVAL_DIR)/synthetic/aligned) --compare $(call latest,$(EVAL_DIR)/synthetic/unaligned) --out docs/results-synthetic.md
+	$(EVAL_RANKING) --data synthetic \
+		--bundle $(call latest,$(EVAL_DIR)/synthetic/aligned) --encoders $(call latest,$(EVAL_DIR)/synthetic/aligned-seed$(EVAL_ENCODER_SEED)) \
+		--compare $(call latest,$(EVAL_DIR)/synthetic/unaligned) --out docs/results-synthetic.md

@@ -6,11 +6,17 @@ into `items.parquet` (`id`, `text` = title, year and genres; side columns `genre
 listed genre, `genres` and `year`) and `events.parquet` (`user`, `item`, `ts`, `rating`).
 Films have text only: no cover, no clip. A rating >= 4 is a positive event. Ratings of films
 missing from the item file are dropped; rows keep the files' order.
+
+The users' side columns (age, gender, occupation) are not part of the training schema, which
+knows users only by id; `read_movielens_users` reads them from RecBole's `ml-100k.user`, which
+`make data` keeps beside the Parquet files, for the ranking evaluation's side features.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -76,6 +82,34 @@ def write_movielens(src: Path, out: Path) -> Files:
     pq.write_table(items, out / ITEMS_FILE)
     pq.write_table(log, out / EVENTS_FILE)
     return movielens_files(out)
+
+
+@dataclass(frozen=True)
+class MovieLensUsers:
+    """U users of `ml-100k.user`, in the file's order; every list has U entries."""
+
+    ids: list[str]  # `user_id`, as the events file spells it
+    age: list[int | None]  # years; None where the file has no number
+    gender: list[str]  # "M" or "F" in MovieLens-100k
+    occupation: list[str]  # one of 21 names ("technician", "other", ...)
+
+
+def read_movielens_users(folder: Path) -> MovieLensUsers:
+    """The user file `make data` keeps in `folder` (RecBole's `ml-100k.user`).
+
+    Raises FileNotFoundError naming the file, and ValueError naming the first repeated user id.
+    """
+    rows = _read_atomic(folder / "ml-100k.user")
+    ids = [r["user_id"] for r in rows]
+    repeated = [user for user, n in Counter(ids).items() if n > 1]
+    if repeated:
+        raise ValueError(f"{folder / 'ml-100k.user'}: user_id {repeated[0]} appears twice")
+    return MovieLensUsers(
+        ids=ids,
+        age=[int(a) if (a := r.get("age", "").strip()).isdigit() else None for r in rows],
+        gender=[r.get("gender", "").strip() or "unknown" for r in rows],
+        occupation=[r.get("occupation", "").strip() or "unknown" for r in rows],
+    )
 
 
 def _read_atomic(path: Path) -> list[dict[str, str]]:

@@ -46,7 +46,9 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         groups=args.synthetic_groups,
         seed=args.seed,
         int8=not args.no_int8,
-        holdout=Holdout(args.holdout[0], args.holdout[1], args.seed) if args.holdout else None,
+        holdout=Holdout(args.holdout[0], args.holdout[1], _holdout_seed(args))
+        if args.holdout
+        else None,
         align=replace(
             base.align,
             steps=args.steps,
@@ -98,6 +100,10 @@ def _pipeline(args: argparse.Namespace) -> int:
     print(f"map: {result.report['map']}; seconds: {result.report['seconds']}")
     print(describe(load_bundle(result.bundle).manifest))
     return 0
+
+
+def _holdout_seed(args: argparse.Namespace) -> int:
+    return int(args.seed if args.holdout_seed is None else args.holdout_seed)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -171,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
         "TEST_SHARE, and hold a seeded COLD_SHARE of items out entirely (e.g. 0.2 0.1)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--holdout-seed",
+        type=int,
+        help="seed of the held-out items and events (default: --seed); encoders of several "
+        "seeds compared on one evaluation split share it",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument(
         "--workers",

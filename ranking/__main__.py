@@ -1,5 +1,6 @@
 """python -m ranking evaluate (--data movielens|synthetic | --items I --events E)
---bundle artifacts/<version> [--compare <unaligned bundle>]"""
+--bundle artifacts/<version> [--compare <unaligned bundle>] [--encoders <bundles of other
+encoder seeds>] [--workers N]"""
 
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ def main(argv: list[str] | None = None) -> None:
     ev.add_argument("--k", type=int, nargs="+", default=[5, 10, 15, 20, 25], help="VQ K values")
     ev.add_argument("--code-dims", type=int, nargs="+", default=[16, 32, 64])
     ev.add_argument("--no-control", action="store_true", help="skip the random-codes control runs")
+    ev.add_argument(
+        "--encoders",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="bundles of other encoder seeds (same pipeline and holdout): the seed spread",
+    )
+    ev.add_argument("--no-side", action="store_true", help="ID-only rows (no side features)")
+    ev.add_argument("--no-references", action="store_true", help="skip the LR and DCN rows")
+    ev.add_argument("--sweep-levels", type=int, nargs="*", default=[2, 3, 6], help="L values")
+    ev.add_argument(
+        "--sweep-centroids",
+        type=int,
+        nargs="*",
+        default=[16, 32, 64, 256],
+        help="Nc values (no values: no sweep, the bundle's own L and Nc)",
+    )
+    ev.add_argument("--workers", type=int, default=1, help="processes running the ranker runs")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -62,6 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         ablation_seeds=tuple(range(args.ablation_seeds)),
         control=not args.no_control,
         progress=not args.quiet,
+        encoders=tuple(args.encoders),
+        side=not args.no_side,
+        references=not args.no_references,
+        sweep_levels=tuple(args.sweep_levels),
+        sweep_centroids=tuple(args.sweep_centroids),
+        workers=args.workers,
     )
     try:
         evaluate(config)

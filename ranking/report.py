@@ -16,16 +16,39 @@ from codebooks.summary import table
 from ranking.data import N_POPULARITY_GROUPS, Split
 
 if TYPE_CHECKING:
-    from ranking.evaluate import EvalConfig, EvalData, Run, Scores, Which
-    from ranking.model import Variant
+    from ranking.evaluate import EvalConfig, EvalData, Run, Which
+    from ranking.model import RankConfig
 
-LABELS: dict[str, str] = {
+LABELS: dict[str, str] = {  # the ID-only rows
     "base": "Baseline",
     "ia": "+IA Rep",
     "vq": "+VQ Code",
     "rq": "+RQ Code",
     "vqrq": "+VQ & RQ Code",
 }
+SIDE_LABELS: dict[str, str] = {  # the same variants on top of the side features
+    "base": "Baseline + side",
+    "ia": "+side +IA Rep",
+    "vq": "+side +VQ",
+    "rq": "+side +RQ",
+    "vqrq": "+side +VQ & RQ",
+    "lr": "LR (IDs + side)",
+    "dcn": "DCN (IDs + side)",
+    "lrcodes": "LR (IDs + side) +VQ & RQ",
+}
+REFERENCE_ROW = ("Baseline + side", "Baseline")  # deltas are against the first one present
+
+
+def label(rank: RankConfig) -> str:
+    """The row name of a run's settings: the variant, `+side`, and its cold path."""
+    name = (SIDE_LABELS if rank.side else LABELS)[rank.variant]
+    path = [
+        *(["pooled IDs"] if rank.cold_pool else []),
+        *([f"ID dropout {rank.id_dropout:g}"] if rank.id_dropout > 0 else []),
+    ]
+    return f"{name}, {' + '.join(path)}" if path else name
+
+
 METRICS = ("auc", "uauc", "gauc")
 WHICH: tuple[Which, ...] = ("warm", "cold")  # the test sets, in the order the tables show them
 DPI = 120
@@ -45,6 +68,13 @@ def markdown(config: EvalConfig, runs: list[Run], data: EvalData) -> str:
     main = [r for r in runs if r.study == "main"]
     split, rc, h = data.split, config.rank, data.holdout
     n_cold = int(h.cold_items(data.n_items).sum())
+    side = ""
+    if data.features is not None:
+        fields = [f"{f.name} ({f.vocab})" for f in (*data.features.item, *data.features.user)]
+        side = (
+            f" Side features (`+side` rows, LR, DCN; categories in brackets): {', '.join(fields)}."
+        )
+    size = f" RQ codes: L = {data.size[0]}, Nc = {data.size[1]}." if data.size else ""
     lines = [
         f"# Ranking results: {config.data}",
         "",
@@ -54,7 +84,12 @@ def markdown(config: EvalConfig, runs: list[Run], data: EvalData) -> str:
         f"upload would be. {len(split.train)} training samples, {len(split.test)} warm and "
         f"{len(split.cold_test)} cold test samples; history = last {config.history} positives "
         f"strictly before the event. Every variant: dim {rc.dim}, {rc.epochs} epochs, batch "
-        f"{rc.batch_size}, Adam lr {rc.lr}; seeds {list(config.seeds)}; mean +- std over seeds.",
+        f"{rc.batch_size}, Adam lr {rc.lr}; seeds {list(config.seeds)}; mean +- std over seeds."
+        f"{size}{side}",
+        "",
+        f"Deltas are against `{_reference_row(main)}`; z = delta / sqrt(std^2 + std_ref^2) "
+        "over the seeds (z > 2: beyond two standard deviations of both rows' seed spread). "
+        "The LR rows are one fit each (lbfgs is deterministic: seeds change nothing).",
         "",
         "## Warm items (each user's latest events)",
         "",
@@ -69,12 +104,19 @@ def markdown(config: EvalConfig, runs: list[Run], data: EvalData) -> str:
         ]
     lines += ["", f"![AUC by variant]({_png(config, 'variants')})"]
     lines += ["", *_groups_table(main, split), "", f"![AUC by group]({_png(config, 'groups')})"]
+    sweep = [r for r in runs if r.study == "sweep"]
+    if sweep:
+        lines += ["", *_sweep_table(sweep, data)]
+    encoders = [r for r in runs if r.study == "encoder"]
+    if encoders:
+        lines += ["", *_encoders_table(main, encoders)]
     versus = [
         (
             "unaligned",
             "Is alignment worth it? Codes of the aligned vs the unaligned encoder",
             f"The unaligned bundle (`{config.compare}`) is the same pipeline with 0 alignment "
-            "steps: the pre-trained encoder's vectors, the same holdout and codebook settings.",
+            "steps: the pre-trained encoder's vectors, the same holdout and codebook settings "
+            "(rebuilt at the chosen L and Nc like the aligned one).",
             ("aligned", "unaligned"),
         ),
         (
@@ -104,34 +146,51 @@ def _results_table(headers: list[str], rows: list[list[str]]) -> str:
     return table(headers, rows, align="l" * len(headers), pad=False)
 
 
+def _reference_row(runs: list[Run]) -> str:
+    names = {label(r.rank) for r in runs}
+    return next((n for n in REFERENCE_ROW if n in names), "")
+
+
 def _variants_table(runs: list[Run], which: Which) -> str:
-    """Mean +- std of AUC/UAUC/GAUC per variant, and the mean's delta against Baseline."""
+    """Mean +- std of AUC/UAUC/GAUC per row; the mean's delta against the reference row
+    (`Baseline + side`, else `Baseline`) and its z for AUC and GAUC."""
 
-    def scores(r: Run) -> Scores:
-        s = r.warm if which == "warm" else r.cold
-        assert s is not None
-        return s
+    def stats(rs: list[Run], m: str) -> tuple[float, float]:
+        values = []
+        for r in rs:
+            s = r.warm if which == "warm" else r.cold
+            assert s is not None
+            values.append(s.metrics[m])
+        return _mean_std(values)
 
-    by = _by_variant(runs)
-    base = {m: _mean_std([scores(r).metrics[m] for r in by.get("base", [])])[0] for m in METRICS}
+    by = _by_label(runs)
+    ref = by.get(_reference_row(runs), [])
+    base = {m: stats(ref, m) for m in METRICS} if ref else {}
     rows = []
-    for v, rs in by.items():
-        cells, deltas = [], []
+    for name, rs in by.items():
+        cells, deltas, zs = [], [], []
         for m in METRICS:
-            mean, std = _mean_std([scores(r).metrics[m] for r in rs])
+            mean, std = stats(rs, m)
             cells.append(f"{mean:.4f} +- {std:.4f}")
-            deltas.append(f"{mean - base[m]:+.4f}" if "base" in by else "")
-        rows.append([LABELS[v], *cells, *deltas])
-    headers = ["variant", "AUC", "UAUC", "GAUC", "dAUC", "dUAUC", "dGAUC"]
+            if not base:
+                continue
+            d, spread = mean - base[m][0], float(np.hypot(std, base[m][1]))
+            deltas.append(f"{d:+.4f}")
+            if m != "uauc":
+                zs.append(f"{d / spread:+.1f}" if spread > 0 and rs is not ref else "")
+        rows.append([name, *cells, *deltas, *zs])
+    headers = ["variant", "AUC", "UAUC", "GAUC"]
+    if base:
+        headers += ["dAUC", "dUAUC", "dGAUC", "z AUC", "z GAUC"]
     return _results_table(headers, rows)
 
 
 def _groups_table(runs: list[Run], split: Split) -> list[str]:
     counts = np.bincount(split.popularity[split.test.item], minlength=N_POPULARITY_GROUPS)
     rows = [["test samples", *(str(int(c)) for c in counts)]]
-    for v, rs in _by_variant(runs).items():
+    for name, rs in _by_label(runs).items():
         means = np.nanmean(np.array([r.warm.auc_by_group for r in rs]), axis=0)
-        rows.append([LABELS[v], *(f"{m:.4f}" for m in means)])
+        rows.append([name, *(f"{m:.4f}" for m in means)])
     headers = ["variant", *(f"L{g + 1}" for g in range(N_POPULARITY_GROUPS))]
     return [
         "## AUC by item popularity group (L1 least .. L6 most frequent in training; warm items)",
@@ -140,16 +199,83 @@ def _groups_table(runs: list[Run], split: Split) -> list[str]:
     ]
 
 
-def _versus_table(a: list[Run], b: list[Run], names: tuple[str, str]) -> str:
-    """Warm and cold AUC of the variants `b` ran, side by side with the same variants of `a`."""
-    x, y = names
-    by_a = _by_variant(a)
+def _sweep_table(runs: list[Run], data: EvalData) -> list[str]:
+    """The codebook-size sweep on the validation slice, one row per (L, Nc)."""
+    chosen = data.size
     rows = []
-    for v, rs in _by_variant(b).items():
+    for size in sorted({r.size for r in runs if r.size is not None}):
+        rs = [r for r in runs if r.size == size]
+        mark = "**chosen**" if size == chosen else ""
+        gauc = [r.cold.metrics["gauc"] for r in rs if r.cold is not None]
+        total = _mean_std([r.auc("warm") + r.auc("cold") for r in rs])[0]
+        rows.append(
+            [
+                str(size[0]),
+                str(size[1]),
+                _cell([r.auc("warm") for r in rs]),
+                _cell([r.auc("cold") for r in rs]),
+                _cell(gauc),
+                f"{total:.4f}",
+                mark,
+            ]
+        )
+    name = label(runs[0].rank)
+    seeds = sorted({r.rank.seed for r in runs})
+    headers = ["L", "Nc", "val warm AUC", "val cold AUC", "val cold GAUC", "warm + cold", ""]
+    return [
+        "## Codes sized to the catalog: the L x Nc sweep (validation slice, never the test)",
+        "",
+        f"`{name}` (seeds {seeds}) trained on the training period minus its own latest events "
+        "(each user's latest share of training events) and minus a seeded share of warm items "
+        "made cold for validation; each size's codebooks built by `codebooks.build` from the "
+        "bundle's vectors of the remaining warm items, the validation-cold ones encoded as "
+        "uploads. The size with the highest validation warm + cold AUC is used in every table "
+        "above and below.",
+        "",
+        _results_table(headers, rows),
+    ]
+
+
+def _encoders_table(main: list[Run], others: list[Run]) -> list[str]:
+    """Seed spread of the headline rows: per encoder (bundle), and over all encoders x seeds."""
+    versions = list(dict.fromkeys([*(r.bundle for r in main), *(r.bundle for r in others)]))
+    every = main + others
+    rows = []
+    for name, rs in _by_label(others).items():
+        rs = [r for r in every if label(r.rank) == name]
         cells = []
         for which in WHICH:
-            cells += [_cell([r.auc(which) for r in runs]) for runs in (by_a[v], rs)]
-        rows.append([LABELS[v], *cells])
+            cells += [_cell([r.auc(which) for r in rs if r.bundle == v]) for v in versions]
+            cells.append(_cell([r.auc(which) for r in rs]))
+        gauc = [r.cold.metrics["gauc"] for r in rs if r.cold is not None]
+        rows.append([name, *cells, _cell(gauc)])
+    headers = ["variant"]
+    for which in WHICH:
+        headers += [f"{which} AUC enc {i}" for i in range(len(versions))] + [f"{which} AUC all"]
+    headers.append("cold GAUC all")
+    seeds = sorted({r.rank.seed for r in every})
+    return [
+        "## Seed spread: ranker seeds x encoder seeds",
+        "",
+        f"The headline rows on {len(versions)} aligned encoders (the same pipeline and holdout, "
+        f"another seed for the encoder's init and its alignment: "
+        f"{', '.join(f'enc {i} = `{v}`' for i, v in enumerate(versions))}) x ranker seeds "
+        f"{seeds}; `all` is the mean +- std over every encoder and seed.",
+        "",
+        _results_table(headers, rows),
+    ]
+
+
+def _versus_table(a: list[Run], b: list[Run], names: tuple[str, str]) -> str:
+    """Warm and cold AUC of the rows `b` ran, side by side with the same rows of `a`."""
+    x, y = names
+    by_a = _by_label(a)
+    rows = []
+    for name, rs in _by_label(b).items():
+        cells = []
+        for which in WHICH:
+            cells += [_cell([r.auc(which) for r in runs]) for runs in (by_a.get(name, []), rs)]
+        rows.append([name, *cells])
     headers = ["variant", f"warm AUC {x}", f"warm AUC {y}", f"cold AUC {x}", f"cold AUC {y}"]
     return _results_table(headers, rows)
 
@@ -157,9 +283,10 @@ def _versus_table(a: list[Run], b: list[Run], names: tuple[str, str]) -> str:
 def _ablation_tables(runs: list[Run], config: EvalConfig) -> list[str]:
     seeds = sorted({r.rank.seed for r in runs})
     lines = [f"## Ablations (paper Tables 7 and 8; seeds {seeds})"]
+    prefix = "+side " if runs and runs[0].rank.side else "+"
     studies = (
-        ("k", "+VQ Code with K =", config.ks),
-        ("width", "+RQ Code with code width =", config.code_dims),
+        ("k", f"{prefix}VQ Code with K =", config.ks),
+        ("width", f"{prefix}RQ Code with code width =", config.code_dims),
     )
     for study, header, values in studies:
         rows = []
@@ -186,15 +313,16 @@ def _cell(values: list[float]) -> str:
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     a = np.array(values, dtype=np.float64)
-    if np.all(np.isnan(a)):
+    if not len(a) or np.all(np.isnan(a)):
         return float("nan"), float("nan")
     return float(np.nanmean(a)), float(np.nanstd(a))
 
 
-def _by_variant(runs: list[Run]) -> dict[Variant, list[Run]]:
-    out: dict[Variant, list[Run]] = {}
+def _by_label(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by row name, in the order the rows first appear."""
+    out: dict[str, list[Run]] = {}
     for r in runs:
-        out.setdefault(r.variant, []).append(r)
+        out.setdefault(label(r.rank), []).append(r)
     return out
 
 
@@ -212,25 +340,25 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
 
     paths = []
     main = [r for r in runs if r.study == "main"]
-    by = _by_variant(main)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="tight")
+    by = _by_label(main)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="tight")
     for ax, which in zip(axes, WHICH, strict=True):
         stats = [_mean_std([r.auc(which) for r in rs]) for rs in by.values()]
         ax.bar(range(len(by)), [m for m, _ in stats], yerr=[e for _, e in stats], capsize=3)
-        ax.set_xticks(range(len(by)), [LABELS[v] for v in by], rotation=20, fontsize=8)
+        ax.set_xticks(range(len(by)), list(by), rotation=60, ha="right", fontsize=7)
         finite = [m for m, _ in stats if np.isfinite(m)]
         if finite:
             ax.set_ylim(min(finite) - 0.02, max(finite) + 0.01)
         ax.set_title(f"{which} items: test AUC (mean +- std over seeds)", fontsize=9)
     paths.append(save_figure(fig, out.with_name(f"{out.stem}-variants.png"), DPI))
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), layout="tight")
-    for v, rs in _by_variant(main).items():
+    fig, ax = plt.subplots(figsize=(7, 4), layout="tight")
+    for name, rs in _by_label(main).items():
         means = np.nanmean(np.array([r.warm.auc_by_group for r in rs]), axis=0)
-        ax.plot(range(1, N_POPULARITY_GROUPS + 1), means, marker="o", label=LABELS[v])
+        ax.plot(range(1, N_POPULARITY_GROUPS + 1), means, marker="o", label=name)
     ax.set_xlabel("popularity group (L1 least frequent)")
     ax.set_ylabel("test AUC (warm items)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
     paths.append(save_figure(fig, out.with_name(f"{out.stem}-groups.png"), DPI))
 
     ablated = {study: [r for r in runs if r.study == study] for study in ("k", "width")}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from catalogs.files import load_files
-from catalogs.movielens import movielens_files, write_movielens
+from catalogs.movielens import movielens_files, read_movielens_users, write_movielens
 
 ITEMS = (
     "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
@@ -50,3 +50,28 @@ def test_missing_files_name_the_file(tmp_path: Path) -> None:
         write_movielens(tmp_path, tmp_path)
     with pytest.raises(FileNotFoundError, match=r"items\.parquet: missing; `make data`"):
         movielens_files(tmp_path)
+
+
+USERS = (
+    "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+    "22\t25\tM\twriter\t40206\n"
+    "196\t49\tM\twriter\t55105\n"
+    "7\t\tF\tother\t91344\n"
+)
+
+
+def test_reads_the_users_side_columns(tmp_path: Path) -> None:
+    (tmp_path / "ml-100k.user").write_text(USERS)
+    users = read_movielens_users(tmp_path)
+    assert users.ids == ["22", "196", "7"]
+    assert users.age == [25, 49, None]
+    assert users.gender == ["M", "M", "F"]
+    assert users.occupation == ["writer", "writer", "other"]
+
+
+def test_a_repeated_user_is_named(tmp_path: Path) -> None:
+    (tmp_path / "ml-100k.user").write_text(USERS + "196\t30\tF\tartist\t00000\n")
+    with pytest.raises(ValueError, match="user_id 196 appears twice"):
+        read_movielens_users(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"ml-100k\.user: missing"):
+        read_movielens_users(tmp_path / "elsewhere")

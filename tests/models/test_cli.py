@@ -77,3 +77,17 @@ def test_your_files_make_a_files_run() -> None:
 def test_items_without_events_is_an_error() -> None:
     with pytest.raises(SystemExit, match="--items and --events go together"):
         pipeline_config(_parser().parse_args(["pipeline", "--items", "shop/items.parquet"]))
+
+
+def test_encoders_of_several_seeds_share_one_evaluation_split() -> None:
+    """`--seed` seeds the holdout too, unless `--holdout-seed` names another: `make eval`'s
+    second encoder is trained with seed 1 on the split of seed 0."""
+    parse = _parser().parse_args
+    first = pipeline_config(parse(["pipeline", "--holdout", "0.2", "0.1"]))
+    second = pipeline_config(
+        parse(["pipeline", "--holdout", "0.2", "0.1", "--seed", "1", "--holdout-seed", "0"])
+    )
+    alone = pipeline_config(parse(["pipeline", "--holdout", "0.2", "0.1", "--seed", "1"]))
+    assert first.holdout == second.holdout
+    assert alone.holdout is not None
+    assert alone.holdout.seed == 1

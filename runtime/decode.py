@@ -12,7 +12,8 @@ import base64
 import binascii
 import io
 import wave
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import numpy.typing as npt
@@ -53,8 +54,27 @@ def decode_base64(data: str, field: str, max_bytes: int) -> bytes:
     return raw
 
 
+def image_size(raw: bytes, max_pixels: int) -> tuple[int, int]:
+    """A JPEG's or PNG's (width, height), read from its header without decoding a pixel;
+    refuses more than `max_pixels` (width x height). Microseconds, whatever the image's size."""
+    with _opened(raw, max_pixels) as img:
+        width, height = img.size
+    return width, height
+
+
 def decode_image(raw: bytes, size: int, max_pixels: int) -> Float32Array:
     """JPEG/PNG bytes -> (3, size, size) float32 RGB in [0, 1] (bilinear resize to a square)."""
+    with _opened(raw, max_pixels) as img:
+        rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)  # (size, size, 3)
+    out: Float32Array = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return out
+
+
+@contextmanager
+def _opened(raw: bytes, max_pixels: int) -> Iterator[Image.Image]:
+    """The image opened (its header read, no pixel decoded) and its pixel count checked; any
+    failure inside, opening or decoding, is a DecodeError on `image`."""
     try:
         with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
             width, height = img.size
@@ -62,7 +82,7 @@ def decode_image(raw: bytes, size: int, max_pixels: int) -> Float32Array:
                 raise DecodeError(
                     "image", f"{width}x{height} pixels, more than the limit of {max_pixels}"
                 )
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            yield img
     except Image.DecompressionBombError as err:  # Pillow refuses it before our own check
         raise DecodeError("image", f"too many pixels, more than the limit of {max_pixels}") from err
     except UnidentifiedImageError as err:
@@ -71,9 +91,6 @@ def decode_image(raw: bytes, size: int, max_pixels: int) -> Float32Array:
         raise
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
         raise DecodeError("image", f"cannot be decoded ({err})") from err
-    pixels = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)  # (size, size, 3)
-    out: Float32Array = np.ascontiguousarray(pixels.transpose(2, 0, 1))
-    return out
 
 
 def decode_wav(
@@ -133,6 +150,20 @@ def decode_wav(
     n = min(samples, len(mono))
     out[:n] = mono[:n]
     return out, seconds
+
+
+def check_text(text: str, max_chars: int) -> str:
+    """The item's text, refused past `max_chars` characters or when it is not Unicode text
+    (JSON's `"\\ud800"` escapes make a lone surrogate, which no tokenizer takes)."""
+    if len(text) > max_chars:
+        raise DecodeError("text", f"{len(text)} characters, more than the limit of {max_chars}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DecodeError(
+            "text", f"character {err.start} is a lone surrogate (U+{ord(text[err.start]):04X})"
+        ) from None
+    return text
 
 
 def check_embedding(values: Sequence[float] | Float32Array, dim: int) -> Float32Array:

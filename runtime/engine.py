@@ -21,7 +21,14 @@ import numpy.typing as npt
 from codebooks import Quantizer, load_bundle
 from codebooks.bundle import Bundle
 from codebooks.vq import own_row_first
-from runtime.decode import DecodeError, check_embedding, check_floats, decode_image, decode_wav
+from runtime.decode import (
+    DecodeError,
+    check_embedding,
+    check_floats,
+    check_text,
+    decode_image,
+    decode_wav,
+)
 from runtime.encoder import Content, Encoder
 
 log = logging.getLogger(__name__)
@@ -203,12 +210,7 @@ class Engine:
         cost_tokens = cost_pixels = 0
         cost_audio = 0.0
         if item.text is not None:
-            if len(item.text) > s.max_text_chars:
-                raise DecodeError(
-                    "text",
-                    f"{len(item.text)} characters, more than the limit of {s.max_text_chars}",
-                )
-            tokens = self.encoder.tokenize(item.text)
+            tokens = self.encoder.tokenize(check_text(item.text, s.max_text_chars))
             cost_tokens = len(tokens)
         if item.image is not None:
             check_size(item.image, "image", s.max_image_bytes)

@@ -1,14 +1,14 @@
 """The app factory and its lifespan: `create_app(settings)` builds an app; nothing is global.
 
 The lifespan owns every resource: the store (Redis pool or SQLite thread), the thread pools
-(decode; encode, one thread), the engine (bundle, ONNX Runtime session, quantizer) and the
-batcher task. Start-up loads and verifies the bundle, warms the encoder, seeds and activates
-the version in the store and starts the batcher; only then does the server accept requests,
-so /readyz is green from the first request it answers. A store that does not answer at
-start-up is waited for instead: the server accepts requests (/healthz 200, /readyz and the
-rest 503) while a task retries with backoff, and serves once the store answers. Shutdown
-(SIGTERM: uvicorn first waits for the requests in flight) cancels that wait, drains the
-batcher, then closes the store and pools.
+(decode: media and light; encode, one thread), the engine (bundle, ONNX Runtime session,
+quantizer) and the batcher task. Start-up loads and verifies the bundle, warms the encoder,
+seeds and activates the version in the store and starts the batcher; only then does the server
+accept requests, so /readyz is green from the first request it answers. A store that does not
+answer at start-up is waited for instead: the server accepts requests (/healthz 200, /readyz
+and the rest 503) while a task retries with backoff, and serves once the store answers.
+Shutdown (SIGTERM: uvicorn first waits for the requests in flight) cancels that wait, drains
+the batcher, then closes the store and pools.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from service.errors import ErrorAnswer, RequestTimeoutError, TooLargeError, erro
 from service.follower import Follower
 from service.logs import REQUEST_ID
 from service.metrics import Metrics
+from service.prepare import DecodePools
 from service.routes import admin, codes, health, items, sids
 from service.settings import Settings
 from service.state import AppState, first_engine, publish
@@ -45,17 +46,16 @@ log = logging.getLogger(__name__)
 
 
 class Resources:
-    """What the lifespan owns: the store, the thread pools (decode; encode, one thread), the
-    batcher, and once the store answers the engine, the app's state and the follower."""
+    """What the lifespan owns: the store, the thread pools (decode: media and light; encode,
+    one thread), the batcher, and once the store answers the engine, the app's state and the
+    follower."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings, self.metrics = settings, metrics
         self.store = open_store(settings)
         metrics.declare(error_kinds(), self.store.kind)
         metrics.queue_capacity.set(settings.max_queue)
-        self.decode_pool = ThreadPoolExecutor(
-            settings.decode_threads, thread_name_prefix="qarm-decode"
-        )
+        self.decoders = DecodePools.start(settings.decode_threads, settings.light_threads)
         self.encode_pool = ThreadPoolExecutor(1, thread_name_prefix="qarm-encode")
         self.parser = BodyParser(settings.parse_inline_bytes, metrics.bodies_parsing)
         self.batcher = Batcher(
@@ -99,7 +99,7 @@ class Resources:
             store=store,
             batcher=self.batcher,
             engine=engine,
-            decode_pool=self.decode_pool,
+            decoders=self.decoders,
             encode_pool=self.encode_pool,
             parser=self.parser,
         )
@@ -148,7 +148,7 @@ class Resources:
         log.info("batcher drained")
         app.state.qarm = None
         await self.store.close()
-        self.decode_pool.shutdown(wait=True)
+        self.decoders.shutdown()
         self.encode_pool.shutdown(wait=True)
         await self.parser.close()
 
@@ -210,16 +210,42 @@ class QarmAPI(FastAPI):
         self.bodies = bodies
 
     def openapi(self) -> dict[str, Any]:
-        doc = super().openapi()  # cached by FastAPI: the schemas are added to it once
+        if self.openapi_schema is not None:  # built once
+            return self.openapi_schema
+        doc = super().openapi()
         schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
-        if any(model.__name__ not in schemas for model in self.bodies):
-            modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-                (model, "validation") for model in self.bodies
-            ]
-            _, defs = models_json_schema(modes, ref_template="#/components/schemas/{model}")
-            for name, schema in defs.get("$defs", {}).items():
-                schemas.setdefault(name, schema)
-        return doc
+        modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+            (model, "validation") for model in self.bodies
+        ]
+        _, defs = models_json_schema(modes, ref_template="#/components/schemas/{model}")
+        for name, schema in defs.get("$defs", {}).items():
+            schemas.setdefault(name, schema)
+        self.openapi_schema = ecma_patterns(doc)
+        return self.openapi_schema
+
+
+def ecma_patterns(node: Any) -> Any:
+    """The document with every `pattern` written for ECMA-262, JSON Schema's regex dialect,
+    which has no `\\z`: the validators' patterns (Rust's regex) end in `\\z`, the very end of
+    the text; in ECMA-262 (no multiline flag) `$` means the same, and a client or a fuzzer
+    reading the document can use it. (Python's `$` would also match before a final newline;
+    no Python regex reads these.)"""
+    if isinstance(node, dict):
+        return {
+            key: _ecma(value)
+            if key == "pattern" and isinstance(value, str)
+            else ecma_patterns(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [ecma_patterns(value) for value in node]
+    return node
+
+
+def _ecma(pattern: Any) -> Any:
+    if isinstance(pattern, str) and pattern.endswith("\\z"):
+        return pattern.removesuffix("\\z") + "$"
+    return ecma_patterns(pattern)  # a property named `pattern`: a schema, not a regex
 
 
 class BodyLimitMiddleware:

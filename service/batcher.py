@@ -156,7 +156,8 @@ class Batcher:
     async def submit(
         self, engine: Engine, items: Sequence[Prepared], timeout_s: float
     ) -> list[StoredCodes]:
-        """Queue `items` and wait for their stored codes (in order); raises a ServiceError."""
+        """Queue `items` and wait, at most `timeout_s` (what is left of the write's deadline),
+        for their stored codes (in order); raises a ServiceError."""
         if not self.alive:
             raise BatcherDeadError(f"the batcher is not running ({self.error!r})")
         if self._closing:
@@ -179,7 +180,7 @@ class Batcher:
                 return list(await asyncio.gather(*futures))
         except TimeoutError as err:
             raise DeadlineExceededError(
-                f"not encoded within the request deadline of {timeout_s:g} s"
+                "not encoded and stored before the write's deadline (QARM_REQUEST_TIMEOUT_S)"
             ) from err
         finally:
             for f in futures:

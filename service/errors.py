@@ -197,13 +197,19 @@ def error_kinds() -> list[str]:
 
 
 def error_body(kind: str, message: str, item: ItemRef | None = None) -> dict[str, Any]:
-    return {
-        "error": {
-            "kind": kind,
-            "message": message,
-            "item": item.model_dump() if item is not None else None,
-        }
-    }
+    """The body; what it echoes of the request (an id, a field) is written so that UTF-8
+    carries it (`utf8`)."""
+    echoed = None
+    if item is not None:
+        echoed = {k: utf8(v) if isinstance(v, str) else v for k, v in item.model_dump().items()}
+    return {"error": {"kind": kind, "message": utf8(message), "item": echoed}}
+
+
+def utf8(text: str) -> str:
+    """`text` with what UTF-8 cannot encode written out: a lone surrogate, which a JSON body
+    makes from a `"\\ud800"` escape, becomes the six characters `\\ud800` (echoed as it was,
+    it would make the answer itself fail to encode: a 500)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)

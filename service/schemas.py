@@ -8,6 +8,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -20,7 +21,8 @@ from service.errors import ErrorBody
 ItemId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 # Floats in one embedding or feature vector: far above any bundle's d or F (the engine checks
-# those exactly); it keeps a hostile body from building millions of floats in a request.
+# those exactly); it keeps a hostile body from building millions of floats in a request. They
+# are strict: a JSON number, never `"1.5"` or `true` made into one.
 MAX_VECTOR = 65_536
 
 
@@ -46,12 +48,12 @@ class ItemBody(BaseModel):
     text: str | None = Field(None, description="title, description, ...")
     image: str | None = Field(None, description="base64 JPEG or PNG (standard alphabet)")
     audio: str | None = Field(None, description="base64 PCM WAV")
-    embedding: list[float] | None = Field(
+    embedding: list[StrictFloat] | None = Field(
         None,
         max_length=MAX_VECTOR,
         description="d floats, for callers that already have the item's embedding",
     )
-    features: list[float] | None = Field(
+    features: list[StrictFloat] | None = Field(
         None,
         max_length=MAX_VECTOR,
         description="F upstream floats, for a bundle whose encoder has mode `features`",
@@ -124,7 +126,9 @@ class SidOut(BaseModel):
 
 class PrefixItemsOut(BaseModel):
     prefix: list[int]
-    items: list[str] = Field(description="item ids in byte order, at most `limit`")
+    items: list[str] = Field(
+        description="item ids in the text order of their semantic IDs, at most `limit`"
+    )
     bundle_version: str
 
 

@@ -83,8 +83,8 @@ class Settings(StoreSettings):
     )
     seed_catalog: bool = Field(
         True,
-        description="on activation also write the catalog's semantic IDs and RQ-prefix sets "
-        "(reverse lookups of catalog items); suffix counters are seeded always",
+        description="on activation also write the catalog's semantic-ID entries (reverse and "
+        "prefix lookups of catalog items before the backfill writes their records)",
     )
     encoder_int8: bool = Field(
         False, description="run the manifest's int8_file instead of its float encoder"
@@ -106,10 +106,21 @@ class Settings(StoreSettings):
     )
     max_batch_audio_s: float = Field(640.0, gt=0, description="seconds of audio in one batch")
     request_timeout_s: float = Field(
-        10.0, gt=0, description="deadline of a write; work still queued past it is dropped"
+        10.0,
+        gt=0,
+        description="deadline of a write, from its validated body: decoding, queueing and "
+        "storing; work still waiting past it is dropped (503 `deadline_exceeded`)",
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After on 503")
-    decode_threads: int = Field(2, ge=1, description="threads decoding images/audio/text")
+    decode_threads: int = Field(
+        2, ge=1, description="threads decoding requests that hold an image or audio"
+    )
+    light_threads: int = Field(
+        2,
+        ge=1,
+        description="threads preparing requests without image or audio (text, embeddings, "
+        "features): apart from the decode threads, so they never queue behind images",
+    )
     encoder_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: auto)")
 
     # --- limits on input
@@ -118,6 +129,12 @@ class Settings(StoreSettings):
     max_text_chars: int = Field(10_000, ge=1, description="characters of an item's text")
     max_image_bytes: int = Field(10 << 20, ge=1, description="bytes of an encoded image")
     max_image_pixels: int = Field(25_000_000, ge=1, description="width x height of an image")
+    max_request_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="width x height summed over one request's images, read from their headers "
+        "before any is decoded (decoding takes about 16 ms per million pixels on one core)",
+    )
     max_audio_bytes: int = Field(20 << 20, ge=1, description="bytes of a WAV file")
     max_audio_s: float = Field(60.0, gt=0, description="seconds of an item's audio")
     max_body_bytes: int = Field(64 << 20, ge=1, description="bytes of a request body")

@@ -13,6 +13,7 @@ from service.batcher import Batcher
 from service.bodies import BodyParser
 from service.errors import ReloadFailedError, StoreUnavailableError
 from service.metrics import Metrics
+from service.prepare import DecodePools
 from service.settings import Settings
 from store import CatalogSeed, Store, StoreError
 
@@ -26,7 +27,7 @@ class AppState:
     store: Store
     batcher: Batcher
     engine: Engine  # swapped on a switch; a request reads it once and keeps that engine
-    decode_pool: ThreadPoolExecutor
+    decoders: DecodePools  # requests with an image or audio, and the rest
     encode_pool: ThreadPoolExecutor
     parser: BodyParser  # request bodies (service.deps.JsonBody): large ones in a worker process
     # Versions every upload is also written to (staged ones, the previous active one), with

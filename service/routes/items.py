@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic_core import to_json
 
 from codebooks.sid import ID_PATTERN
-from runtime import Engine
+from runtime import Engine, Prepared
 from service.deps import EngineDep, JsonBody, ReadAuth, StateDep, WriteAuth
-from service.errors import InvalidInputError, ItemRef, NotFoundError
-from service.prepare import prepare_all
+from service.errors import DeadlineExceededError, InvalidInputError, ItemRef, NotFoundError
+from service.prepare import prepare_request
 from service.reads import read_codes
 from service.schemas import Codes, ItemBody, ItemIn, ItemsIn, ItemsOut, error_responses
 from service.state import AppState
@@ -100,23 +101,48 @@ async def get_codes(item_id: PathId, state: StateDep, engine: EngineDep) -> Resp
 
 
 async def encode(state: AppState, engine: Engine, items: list[ItemIn]) -> list[StoredCodes]:
-    """Decode every item (all or nothing, in the decode pool), then batch-encode and store,
+    """Decode every item (all or nothing, in a decode pool), then batch-encode and store,
     under `engine`'s version and under every version uploads are also written to (staged,
-    previous); answers `engine`'s records.
+    previous); answers `engine`'s records. All of it within one deadline
+    (`request_timeout_s` from now): past it, 503 `deadline_exceeded`, and work still waiting
+    (to be decoded, in the batcher's queue) is dropped.
 
     The other versions are written first, the active one last: a request that fails or whose
     caller leaves half-way leaves an item in a staged version at most, never in the active
     version alone, so a staged version always covers the active one."""
-    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + state.settings.request_timeout_s
     targets = [engine, *(e for v, e in state.written.items() if v != engine.version)]
-    start = time.perf_counter()
-    with state.batcher.decoding():
-        prepared = [
-            await loop.run_in_executor(state.decode_pool, prepare_all, target, items)
-            for target in targets
-        ]
-    state.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
-    timeout = state.settings.request_timeout_s
+    prepared = await decode(state, targets, items, deadline)
     others = zip(targets[1:], prepared[1:], strict=True)
-    await asyncio.gather(*(state.batcher.submit(t, p, timeout) for t, p in others))
-    return await state.batcher.submit(engine, prepared[0], timeout)
+    await asyncio.gather(
+        *(state.batcher.submit(t, p, deadline - time.monotonic()) for t, p in others)
+    )
+    return await state.batcher.submit(engine, prepared[0], deadline - time.monotonic())
+
+
+async def decode(
+    state: AppState, targets: list[Engine], items: list[ItemIn], deadline: float
+) -> list[list[Prepared]]:
+    """`prepare_request` in the request's decode pool, given up at `deadline`
+    (time.monotonic()): the waiting request is answered 503 and the pool stops at its next
+    item (one not started yet is never run)."""
+    loop = asyncio.get_running_loop()
+    settings = state.settings
+    pool = state.decoders.pool_for(items)
+    work = partial(
+        prepare_request, targets, items, max_pixels=settings.max_request_pixels, deadline=deadline
+    )
+    start = time.perf_counter()
+    try:
+        with state.batcher.decoding():
+            async with asyncio.timeout(deadline - time.monotonic()):
+                prepared = await loop.run_in_executor(pool, work)
+    except (TimeoutError, DeadlineExceededError):
+        state.metrics.dropped.labels("deadline").inc(len(items))
+        raise DeadlineExceededError(
+            f"the write's deadline of {settings.request_timeout_s:g} s "
+            "(QARM_REQUEST_TIMEOUT_S) passed before its items were decoded; nothing of it "
+            "was written"
+        ) from None
+    state.metrics.stage_seconds.labels("decode").observe(time.perf_counter() - start)
+    return prepared

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 
 from codebooks.sid import ID_PATTERN
@@ -111,8 +112,20 @@ def test_every_request_body_is_declared_with_its_schema(make_settings: Any) -> N
     assert schemas["ItemsIn"]["properties"]["items"]["items"] == {
         "$ref": "#/components/schemas/ItemIn"
     }
-    assert schemas["ItemIn"]["properties"]["id"]["pattern"] == ID_PATTERN
-    assert schemas["BatchGetIn"]["properties"]["ids"]["items"]["pattern"] == ID_PATTERN
+    # patterns in JSON Schema's dialect, ECMA-262 (no `\\z`; its `$` is the very end), holding
+    # the rule the service checks (ID_PATTERN, for Rust's regex)
+    id_schema = schemas["ItemIn"]["properties"]["id"]
+    assert id_schema["pattern"] == ID_PATTERN.removesuffix("\\z") + "$"
+    assert schemas["BatchGetIn"]["properties"]["ids"]["items"]["pattern"] == id_schema["pattern"]
+    assert "\\z" not in json.dumps(doc)
+    valid = jsonschema_rs.validator_for(id_schema).is_valid
+    assert [valid(v) for v in ("abc", "a:b.c-1_", "abc\n", "a b", "")] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
     assert schemas["ItemIn"]["required"] == ["id"]
 
 

@@ -192,6 +192,10 @@ class RedisStore(Store):
         self._catalogs: dict[str, tuple[CatalogSeed, bool]] = {}
         self._floors: dict[str, CatalogFloors] = {}
         self._params: dict[str, dict[str, int]] = {}  # versions' parameters, once read
+        # Versions known seeded (seeded or found seeded by this process): missing parameters
+        # then mean Redis lost its data. The version this process last made active.
+        self._seeded: set[str] = set()
+        self._promoted: str | None = None
 
     async def _call(self, what: str, op: Any) -> Any:
         try:
@@ -254,6 +258,7 @@ class RedisStore(Store):
         self.attach(version, catalog, seed_lookups=seed_lookups)
         if not await self._call("EXISTS params", self._redis.exists(self.keys.params(version))):
             await self._seed(version)
+        self._seeded.add(version)
 
     async def promote(self, version: str, bundle: str) -> str | None:
         lifecycle = await self.lifecycle()
@@ -277,6 +282,7 @@ class RedisStore(Store):
                 [("publish", (k.events(), _event("activated", version)))],
             ],
         )
+        self._promoted = version
         log.info("store: version %s active (was %s)", version, previous)
         return previous
 
@@ -284,6 +290,7 @@ class RedisStore(Store):
         self._catalogs.pop(version, None)
         self._floors.pop(version, None)
         self._params.pop(version, None)
+        self._seeded.discard(version)
         deleted = 0
         keys: list[bytes] = []
         try:
@@ -447,12 +454,14 @@ class RedisStore(Store):
         *raw, seeded = await self._hget(
             "HGET items", [(k.items(version, i), i) for i in ids] + [(k.params(version), "layout")]
         )
-        if seeded is None and version in self._catalogs:
+        if seeded is None and version in self._seeded and version in self._catalogs:
             # Redis lost its data (a restart without persistence, a flush): seed the version's
-            # parameters, row map and catalog lookups again.
+            # parameters, row map and catalog lookups again, and point readers back at it if
+            # this process made it active.
             log.warning("store: version %s is not seeded in Redis any more; seeding again", version)
             await self._seed(version)
-            await self._call("SET NX active", self._redis.set(k.active(), version, nx=True))
+            if version == self._promoted:
+                await self._call("SET NX active", self._redis.set(k.active(), version, nx=True))
         plan = WritePlan.of(items, {i: _decoded(i, v) for i, v in zip(ids, raw, strict=True)})
         allocated: list[int] = []
         if plan.allocs:

@@ -18,7 +18,7 @@ from backfill.errors import Exit, VersionError
 from backfill.source import read_items
 from runtime import Engine, RawItem
 from runtime.media import png_bytes
-from store import NewCodes, Store
+from store import CatalogSeed, NewCodes, Store
 from tests.backfill.conftest import MakeSettings, backfill, new_items_table, store_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("ray_address")]
@@ -29,7 +29,9 @@ async def test_catalog_and_export_get_codes_under_a_staged_version(
 ) -> None:
     engine = Engine.load(bundles["a"])
     version = engine.version
-    # An item a service pod wrote to the version before the backfill reached it.
+    # An item a service pod (which loaded the bundle) wrote to the version before the backfill
+    # reached it.
+    store.attach(version, CatalogSeed.of(engine.bundle))
     encoded = engine.encode([engine.prepare(RawItem("text-0", text="winter dog"))])
     [posted] = await store.write(
         version, [NewCodes("text-0", tuple(encoded.vq[0].tolist()), tuple(encoded.rq[0].tolist()))]

@@ -31,8 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,60 +42,14 @@ from typing import Any
 
 import httpx
 import numpy as np
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from codebooks.summary import table
 from loadtest.media import MediaPool
+from loadtest.redis_server import RedisServer
 from loadtest.run import HERE, ROOT, TOKEN, demo_bundle, start_service
 
 READ_BATCH = 50  # ids per batchGet
-
-
-class OwnRedis:
-    """A redis-server of this run's own, append-only (`appendfsync always`), killable."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            for _ in range(600):
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            raise RuntimeError(f"redis-server on port {self.port} did not start")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """kill -9: what Redis had not written to its append-only file is gone."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-            self.proc = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +156,7 @@ async def until_ready(client: httpx.AsyncClient) -> None:
 
 
 async def faults(
-    client: httpx.AsyncClient, run: Run, own: OwnRedis, bundle: Path, args: argparse.Namespace
+    client: httpx.AsyncClient, run: Run, own: RedisServer, bundle: Path, args: argparse.Namespace
 ) -> None:
     """Redis killed at 20% and 70% of the run, the bundle reloaded at 45%."""
     began = run.began
@@ -240,7 +192,7 @@ async def faults(
         run.windows.append((what, start, time.monotonic() + args.settle))
 
 
-async def soak(url: str, own: OwnRedis, bundle: Path, args: argparse.Namespace) -> Run:
+async def soak(url: str, own: RedisServer, bundle: Path, args: argparse.Namespace) -> Run:
     run = Run()
     tag = uuid.uuid4().hex[:8]
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -393,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = demo_bundle(args.bundle_root, args.catalog)
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="qarm-soak-") as tmp:
-        own = OwnRedis(Path(tmp))
+        own = RedisServer(Path(tmp))
         own.start()
         url, proc = start_service(bundle, own.url, "qarm-soak", args.results / "soak-service.log")
         try:

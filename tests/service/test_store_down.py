@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from loadtest.redis_server import RedisServer
 from tests.service.conftest import running
-from tests.service.test_faults import RedisServer
 
 pytestmark = pytest.mark.anyio
 

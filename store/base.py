@@ -435,7 +435,7 @@ def seed_counter_ops(catalog: CatalogSeed) -> list[SeedCounter]:
     return [SeedCounter(t, n) for t, n in seed_counters(catalog).items()]
 
 
-def seed_lookup_ops(catalog: CatalogSeed, rows: slice = slice(None)) -> list[SeedOp]:
+def seed_lookup_ops(catalog: CatalogSeed, rows: slice = slice(None)) -> list[SeedSid]:
     """Seeding the semantic IDs of catalog items `rows`. Like every seed operation they are
     idempotent and never move a semantic ID that is in use."""
     return [

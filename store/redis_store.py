@@ -35,12 +35,9 @@ from store.base import (
     DropSid,
     Lifecycle,
     NewCodes,
-    Op,
     PodInfo,
     PutItem,
     PutSid,
-    SeedCounter,
-    SeedOp,
     SeedSid,
     Store,
     StoredCodes,
@@ -48,6 +45,7 @@ from store.base import (
     VersionInfo,
     VersionState,
     Watch,
+    WriteOp,
     WritePlan,
     check_promotable,
     decode_value,
@@ -439,7 +437,7 @@ class RedisStore(Store):
         for chunk, start in enumerate(range(0, len(ids), ROWS_PER_KEY)):
             pipe.set(self.keys.rows(version, chunk), "\n".join(ids[start : start + ROWS_PER_KEY]))
         pipes = [pipe]
-        ops: list[SeedOp] = seed_lookup_ops(catalog) if seed_lookups else []
+        ops = seed_lookup_ops(catalog) if seed_lookups else []
         for start in range(0, len(ops), SEED_CHUNK):
             pipe = self._redis.pipeline(transaction=False)
             for op in ops[start : start + SEED_CHUNK]:
@@ -596,9 +594,9 @@ def _decoded(item_id: str, value: bytes | None) -> StoredCodes | None:
     return decode_value(item_id, value) if value is not None else None
 
 
-def _command(k: Keys, v: str, op: Op) -> tuple[str, tuple[Any, ...]]:
+def _command(k: Keys, v: str, op: WriteOp | SeedSid) -> tuple[str, tuple[Any, ...]]:
     """The one command (redis-py method, arguments) that executes `op` under version `v`
-    (docs/store.md)."""
+    (docs/store.md). Counters are never seeded in Redis: they start at first use."""
     match op:
         case PutSid(sid, item_id) | SeedSid(sid, item_id):
             return "zadd", (k.index(v, sid_bucket(sid)), {member(sid, item_id): 0})
@@ -606,7 +604,5 @@ def _command(k: Keys, v: str, op: Op) -> tuple[str, tuple[Any, ...]]:
             return "hset", (k.items(v, item_id), item_id, value)
         case DropSid(sid, item_id):
             return "zrem", (k.index(v, sid_bucket(sid)), member(sid, item_id))
-        case SeedCounter(tuple_key, next_free):
-            return "hsetnx", (k.counters(v, tuple_key), tuple_key, next_free)
         case _:
             assert_never(op)

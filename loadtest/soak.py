@@ -48,6 +48,7 @@ from codebooks.summary import table
 from loadtest.media import MediaPool
 from loadtest.redis_server import RedisServer
 from loadtest.run import HERE, ROOT, TOKEN, demo_bundle, start_service
+from service.launch import until_ready
 
 READ_BATCH = 50  # ids per batchGet
 
@@ -143,16 +144,6 @@ async def sample_memory(client: httpx.AsyncClient, run: Run) -> None:
     while not run.stop:
         run.rss.append(await resident_bytes(client))
         await asyncio.sleep(10)
-
-
-async def until_ready(client: httpx.AsyncClient) -> None:
-    while True:
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
 
 
 async def faults(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import time
@@ -32,3 +33,23 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 300.0
                 pass
             time.sleep(0.2)
     raise RuntimeError(f"the service at {url} was not ready within {timeout_s:.0f} s")
+
+
+async def until_ready(
+    client: httpx.AsyncClient,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout_s: float = 300.0,
+) -> None:
+    """`wait_ready` for an async client already pointed at the service (after a start, or after
+    its store came back); with `proc`, fail as soon as the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the service exited with status {proc.returncode}")
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the service was not ready within {timeout_s:.0f} s")

@@ -3,7 +3,6 @@ a running app (lifespan + httpx), media helpers, and a real Redis (QARM_TEST_RED
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import os
@@ -31,7 +30,7 @@ from loadtest.tiny_encoder import (
     features_spec,
 )
 from service.app import create_app
-from service.launch import free_port
+from service.launch import free_port, until_ready
 from service.settings import Settings
 
 DIM = 16
@@ -183,12 +182,4 @@ def service_process(
 
 
 async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):  # start-up: imports, bundle, warm-up
-        assert proc.poll() is None, "the service exited while starting"
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    pytest.fail("the service did not become ready")
+    await until_ready(client, proc, timeout_s=60)  # start-up: imports, bundle, warm-up
